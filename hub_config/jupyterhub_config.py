@@ -1,0 +1,68 @@
+"""DSW Hub on one machine: JupyterHub + configurable-http-proxy + a container engine.
+
+Everything site-specific comes from the environment so the same file serves the
+embedded default, the tests and a packaged install:
+
+  DSW_STATE        state folder (database, cookie secret, credentials)   /var/lib/dsw-hub
+  DSW_CATALOG      catalogue YAML                                         hub_config/catalog.yaml
+  DSW_ENGINE_URL   Docker Engine API (podman's service or Docker)         unix://$DSW_STATE/podman.sock
+  DSW_BIND_URL     public URL                                             http://127.0.0.1:8000
+  DSW_HUB_PORT     hub API port (containers reach it)                     8081
+  DSW_PROXY_API_PORT  proxy REST API port                                 8001
+  DSW_DB_URL       SQLAlchemy URL of the hub database                     sqlite in DSW_STATE
+  DSW_ADMIN_TOKEN  API token with the admin role, for automation          unset
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from spawner_ext.catalog import load_catalog
+from spawner_ext.embedded_auth import announce, ensure_credentials
+
+c = get_config()  # noqa: F821  (provided by JupyterHub)
+
+here = Path(__file__).resolve().parent
+state = Path(os.environ.get("DSW_STATE", "/var/lib/dsw-hub"))
+state.mkdir(parents=True, exist_ok=True)
+catalog_path = os.environ.get("DSW_CATALOG", str(here / "catalog.yaml"))
+catalog = load_catalog(catalog_path)  # fail fast with file/path/cause on a bad catalogue
+
+# --- hub, proxy, database ------------------------------------------------------
+c.JupyterHub.bind_url = os.environ.get("DSW_BIND_URL", "http://127.0.0.1:8000")
+c.JupyterHub.hub_ip = os.environ.get("DSW_HUB_IP", "0.0.0.0")  # containers call the hub API
+c.JupyterHub.hub_port = int(os.environ.get("DSW_HUB_PORT", "8081"))
+c.JupyterHub.hub_connect_ip = os.environ.get("DSW_HUB_CONNECT_IP", "host.containers.internal")
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ.get('DSW_PROXY_API_PORT', '8001')}"
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+c.JupyterHub.db_url = os.environ.get("DSW_DB_URL", f"sqlite:///{state / 'jupyterhub.sqlite'}")
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+c.JupyterHub.cleanup_servers = False  # a hub restart keeps running instances
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = int(os.environ.get("DSW_SERVER_LIMIT", "5"))
+c.JupyterHub.default_url = "/hub/home"
+
+# --- spawner -------------------------------------------------------------------
+c.JupyterHub.spawner_class = "spawner_ext.local.spawner.DSWLocalSpawner"
+c.DSWLocalSpawner.catalog_path = catalog_path
+c.DSWLocalSpawner.engine_url = os.environ.get("DSW_ENGINE_URL", f"unix://{state / 'podman.sock'}")
+c.Spawner.http_timeout = 60
+
+# --- embedded authentication: users come from the catalogue --------------------
+creds, created = ensure_credentials(state)
+if created:
+    print(announce(creds, catalog.platform_admins, state / "credentials.json"), file=sys.stderr, flush=True)
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.admin_password = creds["admin_password"]
+c.SharedPasswordAuthenticator.user_password = creds["user_password"]
+c.Authenticator.allowed_users = catalog.usernames()
+c.Authenticator.admin_users = set(catalog.platform_admins)
+
+# --- automation token -----------------------------------------------------------
+services, roles = [], []
+if os.environ.get("DSW_ADMIN_TOKEN"):
+    services.append({"name": "dsw-admin", "api_token": os.environ["DSW_ADMIN_TOKEN"]})
+    roles.append({"name": "admin", "services": ["dsw-admin"]})
+c.JupyterHub.services = services
+c.JupyterHub.load_roles = roles

@@ -1,0 +1,72 @@
+"""What both backends share: the catalogue trait, the spawn form, and turning
+``user_options`` into an InstanceSpec (refusals become HTTP errors)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+from tornado import web
+from traitlets import Unicode
+
+from .catalog import Catalog, load_catalog
+from .catalog.models import Kind
+from .options import OptionsError, resolve
+from .spec import InstanceSpec
+
+_cache: dict[str, tuple[float, Catalog]] = {}
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("spawner_ext", "templates"), autoescape=True
+)
+
+
+def cached_catalog(path: str) -> Catalog:
+    """Load once per file change: editing the catalogue takes effect at the next spawn."""
+    mtime = os.stat(path).st_mtime
+    hit = _cache.get(path)
+    if hit and hit[0] == mtime:
+        return hit[1]
+    catalog = load_catalog(path)
+    _cache[path] = (mtime, catalog)
+    return catalog
+
+
+class CatalogSpawnerMixin:
+    """Mix into a JupyterHub Spawner: catalogue-driven form and options -> spec."""
+
+    catalog_path = Unicode(
+        os.environ.get("DSW_CATALOG", str(Path(__file__).parent.parent / "hub_config" / "catalog.yaml")),
+        config=True,
+        help="Catalogue YAML: workspaces, members, images, instance types, resource groups.",
+    )
+
+    @property
+    def catalog(self) -> Catalog:
+        return cached_catalog(self.catalog_path)
+
+    def _options_form(self, spawner) -> str:
+        catalog = self.catalog
+        memberships = catalog.memberships(self.user.name)
+        workspaces = []
+        for wid, role in sorted(memberships.items()):
+            groups = catalog.groups_for(wid)
+            workspaces.append({
+                "ws": catalog.workspace(wid), "role": role.value,
+                "images": catalog.images_for(wid),
+                "groups": [{"group": g, "types": catalog.types_for_group(g)} for g in groups],
+            })
+        return _templates.get_template("spawn_form.html").render(
+            workspaces=workspaces, kinds=list(Kind), user=self.user.name,
+        )
+
+    def options_from_form(self, formdata: dict) -> dict:
+        """Form lists -> plain strings; validation happens in ``resolve`` for form and API alike."""
+        return {k: v[0] if isinstance(v, list) and len(v) == 1 else v
+                for k, v in formdata.items() if v not in ([""], "", None)}
+
+    def resolve_spec(self) -> InstanceSpec:
+        try:
+            return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {})
+        except OptionsError as exc:
+            raise web.HTTPError(exc.status, log_message=str(exc), reason=None) from None

@@ -1,0 +1,1 @@
+"""The local backend: instances as containers through the Docker Engine API."""

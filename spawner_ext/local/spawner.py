@@ -1,0 +1,250 @@
+"""DSWLocalSpawner: instances as containers on one machine (Docker or podman).
+
+Thin glue: the spec comes from the shared core, create-arguments from
+``container.py``; this module only talks to the engine, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from jupyterhub.spawner import Spawner
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float, Integer, Unicode, default
+
+from ..catalog_spawner import CatalogSpawnerMixin
+from ..spec import InstanceSpec
+from . import container
+
+_clients: dict[tuple[str, int], docker.DockerClient] = {}
+
+
+class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
+    """Spawn Notebook/VSCode/Terminal instances as engine containers."""
+
+    engine_url = Unicode(
+        "unix:///var/lib/dsw-hub/podman.sock", config=True,
+        help="Docker Engine API endpoint (Docker's socket or podman's Docker-compatible service).",
+    )
+    engine_timeout = Integer(60, config=True, help="Seconds before an engine API call is abandoned.")
+    engine_threads = Integer(8, config=True, help="Threads for blocking engine calls (shared by all spawners).")
+    host_ip = Unicode("127.0.0.1", config=True, help="Host address the instance's port is published on.")
+    network = Unicode("", config=True, help="Engine network for instances; empty: the engine's default bridge.")
+    ready_interval = Float(0.05, config=True, help="Seconds between readiness probes while a server starts.")
+    stop_timeout = Integer(5, config=True, help="Seconds a server gets to shut down before it is killed.")
+
+    container_id = Unicode("")
+    host_port = Integer(0)
+
+    _executor: ThreadPoolExecutor | None = None
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._options_form
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        return 120
+
+    # --- engine access (blocking calls run in a shared thread pool) ---------
+    @property
+    def client(self) -> docker.DockerClient:
+        key = (self.engine_url, self.engine_timeout)
+        if key not in _clients:
+            _clients[key] = docker.DockerClient(base_url=self.engine_url, timeout=self.engine_timeout)
+        return _clients[key]
+
+    async def _run(self, fn, *args, **kwargs) -> Any:
+        if DSWLocalSpawner._executor is None:
+            DSWLocalSpawner._executor = ThreadPoolExecutor(self.engine_threads, thread_name_prefix="dsw-engine")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(DSWLocalSpawner._executor, lambda: fn(*args, **kwargs))
+
+    # --- state -----------------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        if self.container_id:
+            state["container_id"] = self.container_id
+            state["host_port"] = self.host_port
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.container_id = state.get("container_id", "")
+        self.host_port = state.get("host_port", 0)
+
+    def clear_state(self):
+        super().clear_state()
+        self.container_id = ""
+        self.host_port = 0
+
+    # --- progress ----------------------------------------------------------------
+    def _event(self, progress: int, message: str) -> None:
+        self._events.append({"progress": progress, "message": message})
+        self._new_event.set()
+        self.log.info("%s: %s", self._log_name, message)
+
+    async def progress(self):
+        sent = 0
+        while True:
+            events = getattr(self, "_events", [])
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            if getattr(self, "_start_done", True) and sent >= len(events):
+                return
+            self._new_event.clear()
+            try:
+                await asyncio.wait_for(self._new_event.wait(), 1)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- lifecycle -----------------------------------------------------------------
+    async def start(self):
+        self._events, self._new_event, self._start_done = [], asyncio.Event(), False
+        try:
+            spec = self.resolve_spec()
+            self._apply_limits(spec)
+            return await self._start(spec)
+        finally:
+            self._start_done = True
+            self._new_event.set()
+
+    def _apply_limits(self, spec: InstanceSpec) -> None:
+        """Expose limits the JupyterHub way (CPU_LIMIT/MEM_LIMIT env) and land on the kind's URL."""
+        self.cpu_limit = spec.cpu
+        self.mem_limit = spec.memory
+        self.default_url = spec.start_url
+
+    async def _start(self, spec: InstanceSpec):
+        name = container.container_name(self.user.name, self.name)
+        self._event(5, f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
+                       f"({spec.instance_type}, resource group {spec.resource_group})")
+        await self._ensure_image(spec.image)
+        await self._ensure_volume(spec)
+        await self._remove_stale(name)
+        # Inside the container the server binds 0.0.0.0:8888; the engine publishes it on host_ip.
+        self.ip, self.port = "0.0.0.0", container.SERVER_PORT
+        env = self.get_env()
+        cmd = [*self.cmd, *self.get_args()]
+        kwargs = container.create_kwargs(spec, name=name, cmd=cmd, env=env,
+                                         host_ip=self.host_ip, network=self.network or None)
+        self._event(40, f"Starting container {name} from {spec.image}")
+        try:
+            created = await self._run(self.client.api.create_container, **kwargs)
+            self.container_id = created["Id"]
+            await self._run(self.client.api.start, self.container_id)
+            self.host_port = await self._published_port()
+            self._event(60, "Waiting for the server to answer")
+            await self._wait_ready(spec)
+        except BaseException:
+            await self._remove_container()
+            raise
+        self._event(100, f"Server ready: opening {spec.start_url}")
+        return (self.host_ip, self.host_port)
+
+    async def _ensure_image(self, ref: str) -> None:
+        try:
+            await self._run(self.client.api.inspect_image, ref)
+            return
+        except ImageNotFound:
+            pass
+        self._event(10, f"Pulling image {ref}")
+        try:
+            await self._run(self.client.api.pull, ref)
+        except (APIError, DockerException) as exc:
+            raise web.HTTPError(
+                500, f"image {ref} is not on this machine and could not be pulled "
+                     f"({getattr(exc, 'explanation', None) or exc}); build managed images with images/build.sh"
+            ) from None
+
+    async def _ensure_volume(self, spec: InstanceSpec) -> None:
+        if not spec.home:
+            return
+        try:
+            await self._run(self.client.api.inspect_volume, spec.home.source)
+        except NotFound:
+            self._event(20, f"Creating home volume {spec.home.source}")
+            labels = {k: spec.labels[k] for k in ("dsw/user", "dsw/workspace")}
+            await self._run(self.client.api.create_volume, spec.home.source, labels={**labels, "dsw/managed": "true"})
+
+    async def _remove_stale(self, name: str) -> None:
+        """A container left by a crash under our name would block the new one."""
+        try:
+            info = await self._run(self.client.api.inspect_container, name)
+        except NotFound:
+            return
+        if info["Config"]["Labels"].get(container.MANAGED_LABEL) != "true":
+            raise web.HTTPError(409, f"a container named {name} exists and is not managed by DSW Hub")
+        await self._run(self.client.api.remove_container, name, force=True)
+
+    async def _published_port(self) -> int:
+        info = await self._run(self.client.api.inspect_container, self.container_id)
+        bindings = info["NetworkSettings"]["Ports"].get(f"{container.SERVER_PORT}/tcp") or []
+        if not bindings:
+            raise web.HTTPError(500, "the engine did not publish the server port")
+        return int(bindings[0]["HostPort"])
+
+    async def _wait_ready(self, spec: InstanceSpec) -> None:
+        """Probe until the server answers, so the hub never backs off waiting for it."""
+        url = f"http://{self.host_ip}:{self.host_port}{self.server.base_url}api"
+        http = AsyncHTTPClient()
+        deadline = time.monotonic() + self.start_timeout
+        next_check = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            try:
+                await http.fetch(url, request_timeout=2, connect_timeout=1)
+                return
+            except HTTPClientError as exc:
+                if exc.code != 599:  # any HTTP answer means the server is up
+                    return
+            except OSError:
+                pass
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1
+                status = await self.poll()
+                if status is not None:
+                    logs = await self._run(self.client.api.logs, self.container_id, tail=15)
+                    tail = logs.decode(errors="replace").strip().splitlines()[-5:]
+                    raise web.HTTPError(500, f"the server exited with status {status} while starting: "
+                                             + " | ".join(tail))
+            await asyncio.sleep(self.ready_interval)
+        raise web.HTTPError(500, f"the server did not answer within {self.start_timeout} s")
+
+    async def poll(self):
+        if not self.container_id:
+            return 0
+        try:
+            info = await self._run(self.client.api.inspect_container, self.container_id)
+        except NotFound:
+            return 0
+        except (DockerException, OSError) as exc:
+            self.log.warning("cannot reach the engine to poll %s: %s", self._log_name, exc)
+            return None
+        state = info["State"]
+        if state.get("Running"):
+            return None
+        return state.get("ExitCode") or 1
+
+    async def stop(self, now=False):
+        if self.container_id:
+            try:
+                await self._run(self.client.api.stop, self.container_id, timeout=0 if now else self.stop_timeout)
+            except NotFound:
+                pass
+        await self._remove_container()
+
+    async def _remove_container(self) -> None:
+        if not self.container_id:
+            return
+        try:
+            await self._run(self.client.api.remove_container, self.container_id, force=True)
+        except NotFound:
+            pass
+        self.container_id = ""
