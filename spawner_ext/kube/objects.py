@@ -1,0 +1,272 @@
+"""Pure builders: InstanceSpec -> Kubernetes objects as plain dicts. No I/O here.
+
+Everything the Kubernetes backend decides about an instance is computed here from
+plain values (the spec and a frozen ``KubeSettings``), so it can be tested by
+comparing outputs and validated offline with ``kubernetes-validate``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from ..options import safe_name
+from ..quantities import format_cpu, format_memory, parse_memory
+from ..spec import InstanceSpec, Mount
+
+GPU_RESOURCE = "nvidia.com/gpu"
+MANAGED_LABEL = "dsw/managed"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+#: labels that describe a whole instance (pod); shared objects carry the subset that fits them
+POD_LABEL_KEYS = ("dsw/workspace", "dsw/user", "dsw/kind", "dsw/resource-group")
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """Deployment-wide choices (from the spawner's traitlets), as plain values."""
+
+    namespace_template: str = "dsw-{workspace}"
+    storage_class: str | None = None
+    home_size: str = "10Gi"
+    home_access_modes: tuple[str, ...] = ("ReadWriteOnce",)
+    gpu_resource: str = GPU_RESOURCE
+    gpu_type_label: str = "nvidia.com/gpu.product"
+    cpu_request_fraction: float = 1.0
+    memory_request_fraction: float = 1.0
+    oss_csi_driver: str = "ru.yandex.s3.csi"
+    oss_bucket_attribute: str = "bucket"
+    oss_prefix_attribute: str = "prefix"
+    oss_volume_attributes: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({"mounter": "geesefs"}))
+    oss_secret_template: str = "dsw-oss-{workspace}"
+
+
+# --- names -----------------------------------------------------------------------
+
+def namespace_name(template: str, workspace: str) -> str:
+    """The workspace's namespace from a template with ``{workspace}``; refused if not a DNS label."""
+    name = template.format(workspace=workspace)
+    if not DNS_LABEL.match(name):
+        raise ValueError(f"namespace template {template!r} gives {name!r}, which is not a DNS label "
+                         "(lower-case letters, digits and '-', at most 63 characters)")
+    return name
+
+
+def oss_secret_name(template: str, workspace: str) -> str:
+    name = template.format(workspace=workspace)
+    if not DNS_LABEL.match(name):
+        raise ValueError(f"OSS secret template {template!r} gives {name!r}, which is not a DNS label")
+    return name
+
+
+# --- labels ----------------------------------------------------------------------
+
+def pod_labels(spec: InstanceSpec) -> dict[str, str]:
+    """Every spec label (workspace, user, kind, resource group, type, image, server) plus managed."""
+    missing = [k for k in POD_LABEL_KEYS if k not in spec.labels]
+    if missing:
+        raise ValueError(f"spec labels lack {', '.join(missing)}")
+    return {**spec.labels, MANAGED_LABEL: "true"}
+
+
+def home_labels(spec: InstanceSpec) -> dict[str, str]:
+    """A home volume outlives instances of every kind: only who and where it belongs to."""
+    return {"dsw/workspace": spec.labels["dsw/workspace"], "dsw/user": spec.labels["dsw/user"],
+            MANAGED_LABEL: "true"}
+
+
+def workspace_labels(workspace: str) -> dict[str, str]:
+    """Shared per-workspace objects (namespace, OSS credentials)."""
+    return {"dsw/workspace": workspace, MANAGED_LABEL: "true"}
+
+
+# --- pod fields --------------------------------------------------------------------
+
+def container_resources(cpu: float, memory: int, gpu: int = 0, *, gpu_resource: str = GPU_RESOURCE,
+                        cpu_request_fraction: float = 1.0, memory_request_fraction: float = 1.0) -> dict:
+    """Requests and limits. GPUs go in limits only (Kubernetes sets the request equal)."""
+    if not 0 < cpu_request_fraction <= 1 or not 0 < memory_request_fraction <= 1:
+        raise ValueError("request fractions must be in (0, 1]")
+    limits = {"cpu": format_cpu(cpu), "memory": format_memory(memory)}
+    mem_request = memory
+    if memory_request_fraction < 1:  # whole MiB, so the quantity stays readable
+        mem_request = max(int(memory * memory_request_fraction) // 2**20, 1) * 2**20
+    requests = {"cpu": format_cpu(max(cpu * cpu_request_fraction, 0.001)),
+                "memory": format_memory(mem_request)}
+    if gpu:
+        limits[gpu_resource] = str(gpu)
+    return {"requests": requests, "limits": limits}
+
+
+def node_selector(group_selector: Mapping[str, str], gpu_type: str | None,
+                  gpu_type_label: str) -> dict[str, str]:
+    """Resource group's selector, plus the GPU type as a node label when the type has GPUs."""
+    selector = dict(group_selector)
+    if gpu_type:
+        if selector.get(gpu_type_label, gpu_type) != gpu_type:
+            raise ValueError(f"resource group selects {gpu_type_label}={selector[gpu_type_label]!r} "
+                             f"but the instance type needs {gpu_type!r}")
+        selector[gpu_type_label] = gpu_type
+    return selector
+
+
+PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+def image_pull_failure(pod: Mapping | None) -> str | None:
+    """If the pod's notebook container cannot get its image, say why (pure, reads pod status)."""
+    if not pod:
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in PULL_FAILURES:
+            detail = waiting.get("message") or "no detail from the kubelet"
+            return f"{waiting['reason']}: {detail}"
+    return None
+
+
+def tolerations(spec_tolerations) -> list[dict]:
+    return [dict(t) for t in spec_tolerations]
+
+
+def image_pull_secrets(pull_secret: str | None) -> list[dict]:
+    return [{"name": pull_secret}] if pull_secret else []
+
+
+# --- volumes -------------------------------------------------------------------------
+
+def volume_name(mount: Mount, index: int) -> str:
+    return safe_name(mount.name, 50) if mount.name else f"{mount.type}-{index}"
+
+
+def nfs_volume(name: str, source: str, read_only: bool) -> dict:
+    """``server:/export/path`` as an NFS volume."""
+    server, sep, path = source.partition(":")
+    if not sep or not server or not path.startswith("/"):
+        raise ValueError(f"NFS source {source!r} must look like server:/export/path")
+    return {"name": name, "nfs": {"server": server, "path": path, "readOnly": read_only}}
+
+
+def csi_oss_volume(name: str, source: str, read_only: bool, *, driver: str, secret_name: str,
+                   bucket_attribute: str = "bucket", prefix_attribute: str = "prefix",
+                   attributes: Mapping[str, str] | None = None) -> dict:
+    """``bucket[/prefix]`` as an inline CSI volume; credentials come from ``secret_name``."""
+    bucket, _, prefix = source.strip("/").partition("/")
+    if not bucket:
+        raise ValueError(f"OSS source {source!r} must look like bucket or bucket/prefix")
+    volume_attributes = {**(attributes or {}), bucket_attribute: bucket}
+    if prefix:
+        volume_attributes[prefix_attribute] = prefix
+    return {"name": name, "csi": {
+        "driver": driver, "readOnly": read_only,
+        "volumeAttributes": {k: str(v) for k, v in volume_attributes.items()},
+        "nodePublishSecretRef": {"name": secret_name},
+    }}
+
+
+def volume_and_mount(mount: Mount, index: int, settings: KubeSettings, workspace: str) -> tuple[dict, dict]:
+    """One spec mount -> (pod volume, container volumeMount), read-only on both sides."""
+    name = volume_name(mount, index)
+    if mount.type == "volume":
+        volume = {"name": name, "persistentVolumeClaim": {"claimName": mount.source, "readOnly": mount.read_only}}
+    elif mount.type == "host":
+        volume = {"name": name, "hostPath": {"path": mount.source, "type": "Directory"}}
+    elif mount.type == "nfs":
+        volume = nfs_volume(name, mount.source, mount.read_only)
+    elif mount.type == "oss":
+        volume = csi_oss_volume(
+            name, mount.source, mount.read_only, driver=settings.oss_csi_driver,
+            secret_name=oss_secret_name(settings.oss_secret_template, workspace),
+            bucket_attribute=settings.oss_bucket_attribute, prefix_attribute=settings.oss_prefix_attribute,
+            attributes=settings.oss_volume_attributes)
+    else:
+        raise ValueError(f"mount type {mount.type!r} is not supported on Kubernetes")
+    return volume, {"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only}
+
+
+def volumes(spec: InstanceSpec, settings: KubeSettings) -> tuple[list[dict], list[dict]]:
+    pairs = [volume_and_mount(m, i, settings, spec.workspace) for i, m in enumerate(spec.all_mounts)]
+    names = [v["name"] for v, _ in pairs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate volume names: {', '.join(duplicates)}")
+    return [v for v, _ in pairs], [m for _, m in pairs]
+
+
+# --- whole objects ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PodFields:
+    """What the DSW decides about a user pod; the spawner hands these to kubespawner."""
+
+    namespace: str
+    image: str
+    image_pull_secrets: list[dict]
+    resources: dict
+    node_selector: dict[str, str]
+    tolerations: list[dict]
+    priority_class_name: str | None
+    labels: dict[str, str]
+    volumes: list[dict]
+    volume_mounts: list[dict]
+    default_url: str
+    working_dir: str | None
+
+
+def pod_fields(spec: InstanceSpec, settings: KubeSettings) -> PodFields:
+    vols, mounts = volumes(spec, settings)
+    return PodFields(
+        namespace=namespace_name(settings.namespace_template, spec.workspace),
+        image=spec.image,
+        image_pull_secrets=image_pull_secrets(spec.pull_secret),
+        resources=container_resources(
+            spec.cpu, spec.memory, spec.gpu, gpu_resource=settings.gpu_resource,
+            cpu_request_fraction=settings.cpu_request_fraction,
+            memory_request_fraction=settings.memory_request_fraction),
+        node_selector=node_selector(spec.node_selector, spec.gpu_type if spec.gpu else None,
+                                    settings.gpu_type_label),
+        tolerations=tolerations(spec.tolerations),
+        priority_class_name=spec.priority_class,
+        labels=pod_labels(spec),
+        volumes=vols,
+        volume_mounts=mounts,
+        default_url=spec.start_url,
+        working_dir=spec.home.mount_path if spec.home else None,
+    )
+
+
+def namespace_manifest(name: str, workspace: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": workspace_labels(workspace)}}
+
+
+def home_pvc_manifest(spec: InstanceSpec, settings: KubeSettings) -> dict | None:
+    """The home PVC for the spec's user and workspace (None when the spec has no home)."""
+    if spec.home is None or spec.home.type != "volume":
+        return None
+    parse_memory(settings.home_size)  # a malformed size is refused here, not by the API server
+    pvc_spec: dict = {
+        "accessModes": list(settings.home_access_modes),
+        "resources": {"requests": {"storage": settings.home_size}},
+    }
+    if settings.storage_class is not None:
+        pvc_spec["storageClassName"] = settings.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": spec.home.source,
+                         "namespace": namespace_name(settings.namespace_template, spec.workspace),
+                         "labels": home_labels(spec)},
+            "spec": pvc_spec}
+
+
+def oss_secret_manifest(namespace: str, name: str, workspace: str, *, access_key: str, secret_key: str,
+                        endpoint: str, region: str = "") -> dict:
+    """Per-workspace OSS credentials in the keys common S3 CSI drivers read."""
+    data = {"accessKeyID": access_key, "secretAccessKey": secret_key, "endpoint": endpoint}
+    if region:
+        data["region"] = region
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "labels": workspace_labels(workspace)},
+            "stringData": data}

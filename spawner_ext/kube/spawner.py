@@ -1,0 +1,260 @@
+"""DSWKubeSpawner: instances as pods, one namespace per workspace.
+
+Thin glue over kubespawner. The spec comes from the shared core
+(``CatalogSpawnerMixin.resolve_spec``); pod fields, the namespace, the home PVC and
+OSS credentials come from the pure builders in ``objects.py``. Hooks overridden:
+``load_user_options`` (spec -> kubespawner traits, plus the namespace/PVC/secret this
+instance needs), ``get_pod_manifest`` (exact resource quantities), ``start``
+(fail fast when the image cannot be pulled) and ``progress`` (DSW messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from kubernetes_asyncio.client import ApiException, V1ResourceRequirements
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Bool, Dict, Float, List, Unicode, default
+
+from ..catalog_spawner import CatalogSpawnerMixin
+from ..spec import InstanceSpec
+from . import objects
+
+
+class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
+    """Spawn Notebook/VSCode/Terminal instances as pods in the workspace's namespace."""
+
+    # The mixin is not a HasTraits class, so its trait is only set up when a HasTraits
+    # class holds it in its own namespace: re-bind it here (same descriptor, same help).
+    catalog_path = CatalogSpawnerMixin.catalog_path
+
+    workspace_namespace_template = Unicode(
+        "dsw-{workspace}", config=True,
+        help="Namespace of a workspace's instances and home volumes; ``{workspace}`` is the workspace id. "
+             "The result must be a DNS label.",
+    )
+    create_namespaces = Bool(
+        True, config=True,
+        help="Create a workspace's namespace on its first spawn (needs cluster-wide 'create namespaces'). "
+             "Turn off when the platform team creates namespaces (and the hub's RoleBindings) itself.",
+    )
+    home_storage_class = Unicode(
+        None, allow_none=True, config=True,
+        help="StorageClass of home PVCs; None uses the cluster's default class.",
+    )
+    home_size = Unicode("10Gi", config=True, help="Requested size of each home PVC (one per user and workspace).")
+    home_access_modes = List(Unicode(), ["ReadWriteOnce"], config=True, help="Access modes of home PVCs.")
+    gpu_resource_name = Unicode(
+        objects.GPU_RESOURCE, config=True, help="Extended resource that counts GPUs (set in container limits).",
+    )
+    gpu_type_label = Unicode(
+        "nvidia.com/gpu.product", config=True,
+        help="Node label whose value is an instance type's gpu_type; GPU pods select nodes by it "
+             "(NVIDIA GPU feature discovery sets nvidia.com/gpu.product).",
+    )
+    cpu_request_fraction = Float(
+        1.0, config=True, help="CPU request as a fraction of the instance type's CPU (the limit). 1: guaranteed.",
+    )
+    memory_request_fraction = Float(
+        1.0, config=True, help="Memory request as a fraction of the instance type's memory (the limit).",
+    )
+    oss_csi_driver = Unicode(
+        "ru.yandex.s3.csi", config=True,
+        help="CSI driver that mounts OSS buckets as inline pod volumes (it must support the Ephemeral mode).",
+    )
+    oss_bucket_attribute = Unicode("bucket", config=True, help="CSI volumeAttributes key that names the bucket.")
+    oss_prefix_attribute = Unicode("prefix", config=True, help="CSI volumeAttributes key for a path in the bucket.")
+    oss_volume_attributes = Dict(
+        {"mounter": "geesefs"}, config=True, help="Extra CSI volumeAttributes for every OSS volume.",
+    )
+    oss_secret_template = Unicode(
+        "dsw-oss-{workspace}", config=True,
+        help="Per-workspace Secret (in the workspace namespace) with OSS credentials, "
+             "referenced as the CSI nodePublishSecretRef.",
+    )
+    oss_endpoint = Unicode(os.environ.get("DSW_OSS_ENDPOINT", ""), config=True, help="S3 endpoint URL of the OSS.")
+    oss_region = Unicode(os.environ.get("DSW_OSS_REGION", ""), config=True, help="S3 region of the OSS, if any.")
+    oss_access_key = Unicode(os.environ.get("DSW_OSS_ACCESS_KEY_ID", ""), config=True,
+                             help="OSS access key copied into the per-workspace Secret.")
+    oss_secret_key = Unicode(os.environ.get("DSW_OSS_SECRET_ACCESS_KEY", ""), config=True,
+                             help="OSS secret key copied into the per-workspace Secret.")
+    failure_check_interval = Float(
+        0.5, config=True, help="Seconds between checks for a pod that cannot pull its image while starting.",
+    )
+
+    @default("options_form")
+    def _dsw_options_form(self):
+        return self._options_form
+
+    @default("cmd")
+    def _dsw_cmd(self):
+        # Same command as the local backend: the managed image's single-user server.
+        return ["jupyterhub-singleuser"]
+
+    @default("pod_name_template")
+    def _dsw_pod_name_template(self):
+        return "dsw-{user_server}"
+
+    @default("delete_pvc")
+    def _dsw_delete_pvc(self):
+        # Home volumes are per workspace, not per server: never drop them with a server.
+        return False
+
+    @default("start_timeout")
+    def _dsw_start_timeout(self):
+        return 300
+
+    @property
+    def settings(self) -> objects.KubeSettings:
+        return objects.KubeSettings(
+            namespace_template=self.workspace_namespace_template,
+            storage_class=self.home_storage_class,
+            home_size=self.home_size,
+            home_access_modes=tuple(self.home_access_modes),
+            gpu_resource=self.gpu_resource_name,
+            gpu_type_label=self.gpu_type_label,
+            cpu_request_fraction=self.cpu_request_fraction,
+            memory_request_fraction=self.memory_request_fraction,
+            oss_csi_driver=self.oss_csi_driver,
+            oss_bucket_attribute=self.oss_bucket_attribute,
+            oss_prefix_attribute=self.oss_prefix_attribute,
+            oss_volume_attributes=dict(self.oss_volume_attributes),
+            oss_secret_template=self.oss_secret_template,
+        )
+
+    # --- options -> traits ---------------------------------------------------------
+    _dsw_spec: InstanceSpec | None = None
+    _dsw_fields: objects.PodFields | None = None
+
+    def _dsw_message(self, message: str) -> None:
+        if not hasattr(self, "_dsw_events"):
+            self._dsw_events = []
+        self._dsw_events.append(message)
+        self.log.info("%s: %s", self._log_name, message)
+
+    def apply_spec(self, spec: InstanceSpec) -> objects.PodFields:
+        """Set kubespawner's traits from the builders' output (no I/O)."""
+        if self.enable_user_namespaces:
+            raise ValueError("DSWKubeSpawner chooses namespaces per workspace: leave enable_user_namespaces off")
+        fields = objects.pod_fields(spec, self.settings)
+        self._dsw_spec, self._dsw_fields = spec, fields
+        self.namespace = fields.namespace
+        self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
+        self.image = fields.image
+        self.image_pull_secrets = fields.image_pull_secrets
+        self.node_selector = fields.node_selector
+        self.tolerations = fields.tolerations
+        self.priority_class_name = fields.priority_class_name or ""
+        self.extra_labels = fields.labels
+        self.volumes = fields.volumes
+        self.volume_mounts = fields.volume_mounts
+        self.storage_pvc_ensure = False  # the home PVC is ours (objects.home_pvc_manifest)
+        self.default_url = fields.default_url
+        self.working_dir = fields.working_dir
+        self.environment = {**self.environment, **spec.env}
+        # Limits as traits too, so the server sees CPU_LIMIT/MEM_LIMIT like on the local backend.
+        self.cpu_limit, self.mem_limit = spec.cpu, spec.memory
+        self.cpu_guarantee = spec.cpu * self.cpu_request_fraction
+        self.mem_guarantee = int(spec.memory * self.memory_request_fraction)
+        self.extra_resource_limits = ({self.gpu_resource_name: str(spec.gpu)} if spec.gpu else {})
+        return fields
+
+    async def load_user_options(self):
+        spec = self.resolve_spec()
+        try:
+            fields = self.apply_spec(spec)
+        except ValueError as exc:
+            raise web.HTTPError(400, log_message=f"cannot place this instance on Kubernetes: {exc}") from None
+        self._dsw_message(
+            f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
+            f"({spec.instance_type}, resource group {spec.resource_group}, namespace {fields.namespace})")
+        if self.create_namespaces:
+            await self._dsw_create(self.api.create_namespace,
+                                   objects.namespace_manifest(fields.namespace, spec.workspace))
+        pvc = objects.home_pvc_manifest(spec, self.settings)
+        if pvc:
+            created = await self._dsw_create(self.api.create_namespaced_persistent_volume_claim,
+                                             pvc, namespace=fields.namespace)
+            if created:
+                self._dsw_message(f"Created home volume {pvc['metadata']['name']}")
+        if any(m.type == "oss" for m in spec.all_mounts):
+            await self._dsw_oss_secret(spec, fields.namespace)
+
+    async def _dsw_create(self, create, body: dict, **kwargs) -> bool:
+        """Create ``body``; an existing object is fine. True when it was created now."""
+        try:
+            await asyncio.wait_for(create(body=body, **kwargs), self.k8s_api_request_timeout)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise web.HTTPError(
+                500, log_message=f"cannot create {body['kind']} {body['metadata']['name']}: "
+                                 f"{exc.status} {exc.reason}") from None
+
+    async def _dsw_oss_secret(self, spec: InstanceSpec, namespace: str) -> None:
+        if not (self.oss_access_key and self.oss_secret_key and self.oss_endpoint):
+            raise web.HTTPError(500, log_message="this instance mounts OSS but the hub has no OSS "
+                                                 "endpoint and keys configured")
+        name = objects.oss_secret_name(self.oss_secret_template, spec.workspace)
+        secret = objects.oss_secret_manifest(namespace, name, spec.workspace, access_key=self.oss_access_key,
+                                             secret_key=self.oss_secret_key, endpoint=self.oss_endpoint,
+                                             region=self.oss_region)
+        if not await self._dsw_create(self.api.create_namespaced_secret, secret, namespace=namespace):
+            # keys may have been rotated since the workspace's first OSS mount
+            await asyncio.wait_for(self.api.patch_namespaced_secret(name, namespace, body=secret),
+                                   self.k8s_api_request_timeout)
+
+    async def get_pod_manifest(self):
+        pod = await super().get_pod_manifest()
+        if self._dsw_fields is not None:
+            # kubespawner writes floats and bytes; the DSW writes the quantities the catalogue means.
+            pod.spec.containers[0].resources = V1ResourceRequirements(**self._dsw_fields.resources)
+        return pod
+
+    # --- start: fail fast when the image cannot be pulled ------------------------
+    def start(self):
+        self._dsw_events, self._dsw_failure = [], None
+        inner = super().start()  # kubespawner's own start future (sets self._start_future)
+        self._start_future = asyncio.ensure_future(self._dsw_guard(inner))
+        return self._start_future
+
+    async def _dsw_guard(self, inner: asyncio.Future):
+        while True:
+            done, _ = await asyncio.wait({inner}, timeout=self.failure_check_interval)
+            if done:
+                return inner.result()
+            reflector = self.pod_reflector
+            pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+            reason = objects.image_pull_failure(pod)
+            if reason is None:
+                continue
+            inner.cancel()
+            image = self._dsw_spec.image if self._dsw_spec else self.image
+            message = (f"The image {image} could not be pulled ({reason}). Check the image reference"
+                       + (f" and the pull secret {self._dsw_spec.pull_secret}"
+                          if self._dsw_spec and self._dsw_spec.pull_secret else "")
+                       + "; the instance was not started.")
+            self._dsw_failure = message
+            self._dsw_message(message)
+            await self.stop(now=True)
+            raise web.HTTPError(500, log_message=message)
+
+    async def progress(self):
+        sent = 0
+
+        def pending():
+            nonlocal sent
+            events = getattr(self, "_dsw_events", [])
+            fresh, sent = events[sent:], len(events)
+            return fresh
+
+        async for event in super().progress():
+            for message in pending():
+                yield {"progress": event.get("progress", 0), "message": message}
+            yield event
+        for message in pending():
+            failed = message == getattr(self, "_dsw_failure", None)
+            yield {"progress": 100, "message": message, **({"failed": True} if failed else {})}
