@@ -243,18 +243,21 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             raise web.HTTPError(500, log_message=message)
 
     async def progress(self):
+        """kubespawner's pod events, with the DSW's own messages woven in; a failure comes last."""
         sent = 0
 
         def pending():
             nonlocal sent
             events = getattr(self, "_dsw_events", [])
             fresh, sent = events[sent:], len(events)
-            return fresh
+            return [m for m in fresh if m != getattr(self, "_dsw_failure", None)]
 
         async for event in super().progress():
             for message in pending():
                 yield {"progress": event.get("progress", 0), "message": message}
             yield event
         for message in pending():
-            failed = message == getattr(self, "_dsw_failure", None)
-            yield {"progress": 100, "message": message, **({"failed": True} if failed else {})}
+            yield {"progress": 95, "message": message}
+        failure = getattr(self, "_dsw_failure", None)
+        if failure:
+            yield {"progress": 100, "failed": True, "message": failure}

@@ -279,9 +279,12 @@ async def make_spawner(emulator, catalog_path, tmp_path, monkeypatch):
         cfg.DSWKubeSpawner.catalog_path = str(catalog_path)
         cfg.DSWKubeSpawner.k8s_api_host = str(emulator.url).rstrip("/")
         cfg.DSWKubeSpawner.failure_check_interval = 0.05
+        cfg.DSWKubeSpawner.start_timeout = 30  # a cap so a broken spawner fails instead of hanging
         for key, value in config.items():
             setattr(cfg.DSWKubeSpawner, key, value)
-        spawner = DSWKubeSpawner(hub=Hub(), user=MockUser(name=user), orm_spawner=MockOrmSpawner(name=name),
+        orm_spawner = MockOrmSpawner()
+        orm_spawner.name = name  # (Mock(name=...) would name the mock instead)
+        spawner = DSWKubeSpawner(hub=Hub(), user=MockUser(name=user), orm_spawner=orm_spawner,
                                  config=cfg, api_token="abc123", oauth_client_id="unused")
         spawner.user_options = options or {}
         return spawner

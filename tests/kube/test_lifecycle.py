@@ -1,0 +1,199 @@
+"""DSWKubeSpawner's start/poll/stop/progress/restart through kubespawner's real client and
+reflectors, against the kmock emulator (gaps filled in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tornado import web
+
+from spawner_ext.kube.spawner import DSWKubeSpawner
+
+from .conftest import live_objects
+from .validation import assert_valid
+
+GROUPS = {
+    "public-cpu": {"instance_type": "cpu-small", "image": "nb-cpu"},
+    "gpu-a10": {"instance_type": "gpu-1", "image": "nb-gpu"},
+}
+
+
+def pods(emulator, namespace="dsw-vision"):
+    return {p["metadata"]["name"]: p for p in live_objects(emulator, "pods")
+            if p["metadata"]["namespace"] == namespace}
+
+
+async def start_with_progress(spawner):
+    """Start and follow progress side by side, as the hub does."""
+    future = spawner.start()
+    events = []
+
+    async def follow():
+        async for event in spawner.progress():
+            events.append(event)
+
+    follower = asyncio.ensure_future(follow())
+    try:
+        url = await future
+    finally:
+        await follower
+    return url, events
+
+
+@pytest.mark.parametrize("kind", ["notebook", "vscode", "terminal"])
+@pytest.mark.parametrize("group", sorted(GROUPS))
+async def test_start_poll_stop(make_spawner, kubelet, emulator, kind, group):
+    spawner = make_spawner(user="bob", options={"workspace": "vision", "kind": kind, "resource_group": group,
+                                                **GROUPS[group]})
+    assert await spawner.poll() == 1  # nothing running yet
+
+    url, events = await start_with_progress(spawner)
+    assert url == "http://10.1.2.3:8888"
+
+    pod = pods(emulator)["dsw-bob"]
+    assert pod["status"]["phase"] == "Running"
+    labels = pod["metadata"]["labels"]
+    assert (labels["dsw/workspace"], labels["dsw/user"], labels["dsw/kind"], labels["dsw/resource-group"]) == (
+        "vision", "bob", kind, group)
+    spec = pod["spec"]
+    if group == "gpu-a10":
+        assert spec["nodeSelector"] == {"dsw/pool": "gpu-a10", "nvidia.com/gpu.product": "nvidia-a10"}
+        assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert spec["priorityClassName"] == "dsw-gpu"
+        assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    else:
+        assert "nodeSelector" not in spec and "tolerations" not in spec and "priorityClassName" not in spec
+    start_url = {"notebook": "/lab", "vscode": "/vscode/", "terminal": "/lab/terminals/1"}[kind]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["JUPYTERHUB_DEFAULT_URL"] == start_url
+
+    # the objects the spawner created itself, as stored by the API, still validate
+    assert emulator.namespaces["dsw-vision"]["metadata"]["labels"]["dsw/workspace"] == "vision"
+    (pvc,) = live_objects(emulator, "persistentvolumeclaims")
+    assert pvc["metadata"]["name"] == "dsw-home-vision-bob"
+    assert pvc["metadata"]["labels"]["dsw/user"] == "bob"
+
+    messages = [e["message"] for e in events]
+    assert messages[0].startswith(f"Preparing a {kind} instance in workspace vision")
+    assert any("Started container notebook" in m for m in messages)
+    assert not any(e.get("failed") for e in events)
+
+    assert await spawner.poll() is None
+    await spawner.stop()
+    assert "dsw-bob" not in pods(emulator)
+    assert await spawner.poll() == 1
+    # the home volume outlives the instance
+    assert [p["metadata"]["name"] for p in live_objects(emulator, "persistentvolumeclaims")] == [
+        "dsw-home-vision-bob"]
+
+
+async def test_hub_restart_finds_the_running_pod(make_spawner, kubelet, emulator):
+    first = make_spawner(user="alice", name="exp", options={"workspace": "vision", "kind": "terminal"})
+    await first.start()
+    state = first.get_state()
+    assert state["namespace"] == "dsw-vision" and state["pod_name"] == "dsw-alice--exp"
+
+    # the hub process goes away: its reflectors with it
+    await DSWKubeSpawner._stop_all_reflectors()
+
+    second = make_spawner(user="alice", name="exp")  # no user_options after a restart
+    assert second.namespace != "dsw-vision"  # only the state knows where the pod lives
+    second.load_state(state)
+    assert await second.poll() is None
+    await second.stop()
+    assert pods(emulator) == {}
+    assert await second.poll() == 1
+
+
+async def test_image_pull_failure_is_reported_and_cleaned_up(make_spawner, kubelet, emulator):
+    kubelet.missing_images.add("registry.example.com/vision/missing:1")
+    spawner = make_spawner(user="alice", options={"workspace": "vision", "image": "nb-missing"})
+    with pytest.raises(web.HTTPError) as caught:
+        await start_with_progress(spawner)
+    assert "registry.example.com/vision/missing:1 could not be pulled (ErrImagePull" in caught.value.log_message
+    assert "pull secret vision-registry" in caught.value.log_message
+
+    assert pods(emulator) == {}  # nothing left behind
+    assert await spawner.poll() == 1
+
+
+async def test_image_pull_failure_progress_events(make_spawner, kubelet, emulator):
+    kubelet.missing_images.add("registry.example.com/vision/missing:1")
+    spawner = make_spawner(user="alice", options={"workspace": "vision", "image": "nb-missing"})
+    future = spawner.start()
+    events = []
+
+    async def follow():
+        async for event in spawner.progress():
+            events.append(event)
+
+    follower = asyncio.ensure_future(follow())
+    with pytest.raises(web.HTTPError):
+        await future
+    await follower
+    messages = [e["message"] for e in events]
+    assert any('[Warning] Failed to pull image "registry.example.com/vision/missing:1"' in m for m in messages)
+    failed = [e for e in events if e.get("failed")]
+    assert len(failed) == 1 and "could not be pulled" in failed[0]["message"]
+    assert events[-1] is failed[0]
+    assert pods(emulator) == {}
+
+
+async def test_each_workspace_has_its_namespace_and_home(make_spawner, kubelet, emulator):
+    for workspace in ("vision", "nlp"):
+        spawner = make_spawner(user="bob", name=workspace, options={"workspace": workspace})
+        await spawner.start()
+        assert spawner.namespace == f"dsw-{workspace}"
+        assert f"dsw-bob--{workspace}" in pods(emulator, f"dsw-{workspace}")
+    assert {"dsw-vision", "dsw-nlp"} <= set(emulator.namespaces)
+    homes = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in live_objects(emulator,
+                                                                                       "persistentvolumeclaims")}
+    assert homes == {("dsw-vision", "dsw-home-vision-bob"), ("dsw-nlp", "dsw-home-nlp-bob")}
+
+
+async def test_second_start_reuses_namespace_and_home(make_spawner, kubelet, emulator):
+    spawner = make_spawner(user="alice", options={"workspace": "vision"})
+    _, first = await start_with_progress(spawner)
+    await spawner.stop()
+    _, second = await start_with_progress(spawner)
+    assert any("Created home volume dsw-home-vision-alice" in e["message"] for e in first)
+    assert not any("Created home volume" in e["message"] for e in second)
+    assert len(live_objects(emulator, "persistentvolumeclaims")) == 1
+    await spawner.stop()
+
+
+async def test_refused_options_create_nothing(make_spawner, kubelet, emulator):
+    spawner = make_spawner(user="nina", options={"workspace": "vision"})  # nina is not a member
+    with pytest.raises(web.HTTPError) as caught:
+        await spawner.start()
+    assert caught.value.status_code == 403
+    assert "not a member of workspace 'vision'" in caught.value.log_message
+    assert live_objects(emulator, "pods") == [] and emulator.namespaces == {}
+
+
+async def test_oss_mount_creates_the_workspace_secret(make_spawner, kubelet, emulator, catalog_path):
+    import dataclasses
+
+    from spawner_ext.catalog import load_catalog
+    from spawner_ext.options import resolve
+    from spawner_ext.spec import Mount
+
+    spawner = make_spawner(user="alice", oss_endpoint="https://oss.example.com", oss_access_key="AK",
+                           oss_secret_key="SK")
+    spec = resolve(load_catalog(catalog_path), "alice", "", {"workspace": "vision"})
+    spec = dataclasses.replace(spec, mounts=(Mount(type="oss", source="data/x", mount_path="/mnt/oss"),))
+    spawner.resolve_spec = lambda: spec  # the storage issue will put OSS mounts in the spec
+    await spawner.start()
+    (secret,) = live_objects(emulator, "secrets")
+    assert secret["metadata"]["name"] == "dsw-oss-vision"
+    assert secret["stringData"]["accessKeyID"] == "AK"
+    assert_valid({k: v for k, v in secret.items() if k != "status"})
+    pod = pods(emulator)["dsw-alice"]
+    oss = next(v for v in pod["spec"]["volumes"] if "csi" in v)
+    assert oss["csi"]["nodePublishSecretRef"] == {"name": "dsw-oss-vision"}
+
+    missing = make_spawner(user="bob")
+    missing.resolve_spec = lambda: dataclasses.replace(spec, user="bob")
+    with pytest.raises(web.HTTPError, match="no OSS endpoint and keys"):
+        await missing.start()
