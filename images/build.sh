@@ -16,7 +16,7 @@
 # Environment:
 #   DEBIAN_MIRROR     Debian mirror for debootstrap (default: first URIs of
 #                     /etc/apt/sources.list.d/debian.sources, else http://deb.debian.org/debian)
-#   CUDA_BASE_IMAGE   base of the GPU image (default nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04)
+#   CUDA_BASE_IMAGE   base of the GPU image (default docker.io/nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04)
 #   BASE_IMAGE        Debian base image name (default localhost/dsw/debian:bookworm)
 #   CA_CERT_DIR       extra CA certificates copied into builds (default /usr/local/share/ca-certificates)
 #   PODMAN_BUILD_ARGS extra arguments for `podman build` (e.g. "--network=host")
@@ -25,7 +25,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 IMAGES_YAML="$HERE/images.yaml"
 BASE_IMAGE="${BASE_IMAGE:-localhost/dsw/debian:bookworm}"
-CUDA_BASE_IMAGE="${CUDA_BASE_IMAGE:-nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04}"
+CUDA_BASE_IMAGE="${CUDA_BASE_IMAGE:-docker.io/nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04}"
 CA_CERT_DIR="${CA_CERT_DIR:-/usr/local/share/ca-certificates}"
 SUITE=bookworm
 
