@@ -32,7 +32,11 @@ catalog = load_catalog(catalog_path)  # fail fast with file/path/cause on a bad 
 c.JupyterHub.bind_url = os.environ.get("DSW_BIND_URL", "http://127.0.0.1:8000")
 c.JupyterHub.hub_ip = os.environ.get("DSW_HUB_IP", "0.0.0.0")  # containers call the hub API
 c.JupyterHub.hub_port = int(os.environ.get("DSW_HUB_PORT", "8081"))
-c.JupyterHub.hub_connect_ip = os.environ.get("DSW_HUB_CONNECT_IP", "host.containers.internal")
+c.JupyterHub.hub_connect_ip = "127.0.0.1"  # how the proxy reaches the hub
+# how instances reach the hub API: podman's name for the host (Docker: host.docker.internal)
+c.Spawner.hub_connect_url = (
+    f"http://{os.environ.get('DSW_HUB_CONNECT_HOST', 'host.containers.internal')}:{c.JupyterHub.hub_port}"
+)
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ.get('DSW_PROXY_API_PORT', '8001')}"
 c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 c.JupyterHub.db_url = os.environ.get("DSW_DB_URL", f"sqlite:///{state / 'jupyterhub.sqlite'}")
@@ -48,6 +52,7 @@ c.JupyterHub.spawner_class = "spawner_ext.local.spawner.DSWLocalSpawner"
 c.DSWLocalSpawner.catalog_path = catalog_path
 c.DSWLocalSpawner.engine_url = os.environ.get("DSW_ENGINE_URL", f"unix://{state / 'podman.sock'}")
 c.Spawner.http_timeout = 60
+c.Spawner.poll_interval = 15  # notice instances that died within seconds
 
 # --- embedded authentication: users come from the catalogue --------------------
 creds, created = ensure_credentials(state)

@@ -9,6 +9,7 @@ from pathlib import Path
 import jinja2
 from tornado import web
 from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
 
 from .catalog import Catalog, load_catalog
 from .catalog.models import Kind
@@ -32,7 +33,7 @@ def cached_catalog(path: str) -> Catalog:
     return catalog
 
 
-class CatalogSpawnerMixin:
+class CatalogSpawnerMixin(LoggingConfigurable):
     """Mix into a JupyterHub Spawner: catalogue-driven form and options -> spec."""
 
     catalog_path = Unicode(
