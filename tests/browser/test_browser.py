@@ -1,0 +1,73 @@
+"""A person in headless Chromium (Debian's package, driven by Playwright): log in,
+fill the spawn form, reach JupyterLab; then open a VSCode instance and see the workbench."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def page(hub, tmp_path_factory):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync", "--disable-quic"],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        pg = context.new_page()
+        pg.set_default_timeout(90_000)
+        yield pg
+        context.close()
+        browser.close()
+
+
+def login(page, hub, user: str) -> None:
+    password = json.loads((hub.state / "credentials.json").read_text())["user_password"]
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url("**/hub/**")
+
+
+def test_login_spawn_form_jupyterlab(page, hub):
+    login(page, hub, "t-alice")
+    page.goto(f"{hub.url}/hub/spawn/t-alice/web-lab")
+    # the form lists only the member's workspace offerings
+    workspaces = page.locator("#dsw-workspace option").all_inner_texts()
+    assert workspaces == ["tvision (owner)"]
+    page.check("input[name=kind][value=notebook]")
+    page.select_option("#dsw-type", "half")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    page.wait_for_url("**/user/t-alice/web-lab/lab**", timeout=120_000)
+    expect(page.locator(".jp-LabShell, #jp-main-dock-panel").first).to_be_visible(timeout=90_000)
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
+
+
+def test_vscode_workbench(page, hub):
+    page.goto(f"{hub.url}/hub/spawn/t-alice/web-code")
+    page.check("input[name=kind][value=vscode]")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    page.wait_for_url("**/user/t-alice/web-code/vscode/**", timeout=120_000)
+    expect(page.locator(".monaco-workbench")).to_be_visible(timeout=90_000)
+    page.screenshot(path=str(ARTIFACTS / "vscode.png"))
+
+
+def test_visitor_sees_refusal_in_the_form(page, hub):
+    page.context.clear_cookies()
+    login(page, hub, "t-vic")
+    page.goto(f"{hub.url}/hub/spawn/t-vic/x")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    expect(page.locator("body")).to_contain_text("role visitor in workspace 'tvision' may not create instances")
+    page.screenshot(path=str(ARTIFACTS / "visitor.png"))
