@@ -270,3 +270,18 @@ def oss_secret_manifest(namespace: str, name: str, workspace: str, *, access_key
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace, "labels": workspace_labels(workspace)},
             "stringData": data}
+
+
+def network_policy_manifest(namespace: str, workspace: str, peer_namespace: str,
+                            peer_pod_labels: list[Mapping[str, str]]) -> dict:
+    """Only the listed pods (the hub and the proxy, in the hub's namespace) may open
+    connections to DSW instances in a workspace namespace. Egress stays open."""
+    if not peer_pod_labels:
+        raise ValueError("a network policy needs at least one peer (the hub and the proxy)")
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": peer_namespace}},
+              "podSelector": {"matchLabels": dict(labels)}} for labels in peer_pod_labels]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "dsw-instances", "namespace": namespace, "labels": workspace_labels(workspace)},
+            "spec": {"podSelector": {"matchLabels": {MANAGED_LABEL: "true"}},
+                     "policyTypes": ["Ingress"],
+                     "ingress": [{"from": peers}]}}

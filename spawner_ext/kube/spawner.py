@@ -15,6 +15,7 @@ import os
 
 from kubernetes_asyncio.client import ApiException, V1ResourceRequirements
 from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
@@ -80,6 +81,12 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                              help="OSS access key copied into the per-workspace Secret.")
     oss_secret_key = Unicode(os.environ.get("DSW_OSS_SECRET_ACCESS_KEY", ""), config=True,
                              help="OSS secret key copied into the per-workspace Secret.")
+    network_policy_peers = Dict(
+        {}, config=True,
+        help="When set, each workspace namespace gets a NetworkPolicy that admits connections to "
+             "instances only from these pods: {'namespace': <hub namespace>, 'podLabels': [<labels>, ...]} "
+             "(the chart passes the hub's and the proxy's labels).",
+    )
     failure_check_interval = Float(
         0.5, config=True, help="Seconds between checks for a pod that cannot pull its image while starting.",
     )
@@ -173,6 +180,12 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
         if self.create_namespaces:
             await self._dsw_create(self.api.create_namespace,
                                    objects.namespace_manifest(fields.namespace, spec.workspace))
+        if self.network_policy_peers:
+            policy = objects.network_policy_manifest(
+                fields.namespace, spec.workspace, self.network_policy_peers["namespace"],
+                self.network_policy_peers["podLabels"])
+            await self._dsw_create(self.api_networking.create_namespaced_network_policy, policy,
+                                   namespace=fields.namespace)
         pvc = objects.home_pvc_manifest(spec, self.settings)
         if pvc:
             created = await self._dsw_create(self.api.create_namespaced_persistent_volume_claim,
@@ -181,6 +194,10 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                 self._dsw_message(f"Created home volume {pvc['metadata']['name']}")
         if any(m.type == "oss" for m in spec.all_mounts):
             await self._dsw_oss_secret(spec, fields.namespace)
+
+    @property
+    def api_networking(self):
+        return shared_client("NetworkingV1Api")
 
     async def _dsw_create(self, create, body: dict, **kwargs) -> bool:
         """Create ``body``; an existing object is fine. True when it was created now."""

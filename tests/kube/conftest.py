@@ -12,6 +12,10 @@ What the emulator (kmock 0.8) does not do, and what these fixtures do instead:
      posting the Events a kubelet would.
   5. kmock reads ``/api/v1/namespaces[/name]`` as a namespace prefix, so the Namespace
      resource itself cannot be served -> ``DSWEmulator`` keeps namespaces in a dict.
+  6. kmock reports Kubernetes v1.26 from /version (the chart needs >= 1.30)
+     -> ``DSWEmulator`` answers /version with ``KUBE_VERSION``.
+  7. kmock's /api/v1 says groupVersion "/v1", so Helm finds no core kinds
+     -> ``DSWEmulator`` serves /api/v1 discovery itself.
   4. A watch replays current objects as ADDED and ignores resourceVersion and selectors;
      kubespawner's reflectors cope with that, so it is left as is.
 """
@@ -38,6 +42,8 @@ from kmock._internal import enums
 
 from tests.conftest import BASE_CATALOG
 
+from .validation import KUBE_VERSION
+
 RESOURCES = {
     "v1/pods": dict(namespaced=True, kind="Pod", subresources={"status"}),
     "v1/events": dict(namespaced=True, kind="Event"),
@@ -55,6 +61,14 @@ RESOURCES = {
     "networking.k8s.io/v1/ingresses": dict(namespaced=True, kind="Ingress"),
     "policy/v1/poddisruptionbudgets": dict(namespaced=True, kind="PodDisruptionBudget"),
 }
+
+
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+CORE_DISCOVERY = [
+    {"name": key.split("/")[-1], "kind": info["kind"], "namespaced": info["namespaced"], "verbs": VERBS,
+     "singularName": info["kind"].lower()}
+    for key, info in RESOURCES.items() if key.startswith("v1/")
+] + [{"name": "namespaces", "kind": "Namespace", "namespaced": False, "verbs": VERBS, "singularName": "namespace"}]
 
 
 def _now() -> str:
@@ -97,6 +111,13 @@ class DSWEmulator(kmock.KubernetesEmulator):
         return web.json_response(self.namespaces[name])
 
     async def __call__(self, raw_request):
+        if raw_request.path == "/version":  # gap 6
+            major, minor, _ = KUBE_VERSION.split(".")
+            return web.json_response({"major": major, "minor": minor, "gitVersion": f"v{KUBE_VERSION}",
+                                      "platform": "linux/amd64"})
+        if raw_request.path.rstrip("/") == "/api/v1":  # gap 7
+            return web.json_response({"apiVersion": "v1", "kind": "APIResourceList", "groupVersion": "v1",
+                                      "resources": CORE_DISCOVERY})
         match = self._ns_path.match(raw_request.path)
         if match:
             return await self._serve_namespace(raw_request, match["name"])
@@ -125,7 +146,7 @@ class DSWEmulator(kmock.KubernetesEmulator):
 
 def declare(emulator: kmock.KubernetesEmulator) -> None:
     for key, info in RESOURCES.items():
-        emulator.resources[key] = kmock.ResourceInfo(**info)
+        emulator.resources[key] = kmock.ResourceInfo(**info, verbs=VERBS)
 
 
 @pytest_asyncio.fixture
@@ -249,6 +270,15 @@ class MockUser(Mock):
         return self.server.url
 
 
+def kubeconfig_for(emulator) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+        "clusters": [{"name": "emulator", "cluster": {"server": str(emulator.url).rstrip("/")}}],
+        "users": [{"name": "test", "user": {"token": "test"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "test"}}],
+    })
+
+
 class MockOrmSpawner(Mock):
     name = ""
     server = None
@@ -262,12 +292,7 @@ async def make_spawner(emulator, catalog_path, tmp_path, monkeypatch):
     from spawner_ext.kube.spawner import DSWKubeSpawner
 
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": str(emulator.url).rstrip("/")}}],
-        "users": [{"name": "test", "user": {"token": "test"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "test"}}],
-    }))
+    kubeconfig.write_text(kubeconfig_for(emulator))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     # kubernetes_asyncio reads KUBECONFIG once, at import: point its default there too.
     import kubernetes_asyncio.config.kube_config as kube_config

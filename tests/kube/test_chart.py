@@ -1,0 +1,231 @@
+"""The Helm chart, rendered by the real Helm engine (helm-sdkpy) into the API emulator:
+default and maximal values, every object validated strictly, invalid values refused."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import kmock
+import pytest
+import yaml
+from traitlets.config import Config
+
+from .conftest import DSWEmulator, declare, kubeconfig_for
+from .validation import assert_valid
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "dsw-hub"
+VALUES_MAX = Path(__file__).with_name("values-max.yaml")
+
+
+@pytest.fixture
+def render(tmp_path):
+    """Install the chart into a fresh emulator (memory driver, no wait); return the rendered
+    objects and notes, or Helm's error, and how many objects reached the emulator."""
+    count = 0
+
+    async def run(values: dict | None = None, release: str = "dsw-hub", namespace: str = "dsw"):
+        nonlocal count
+        count += 1
+        async with DSWEmulator() as emulator, kmock.Server(emulator):
+            declare(emulator)
+            request = tmp_path / f"render-{count}.json"
+            request.write_text(json.dumps({"chart": str(CHART), "values": values, "release": release,
+                                           "namespace": namespace, "kubeconfig": kubeconfig_for(emulator)}))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.kube.helm_render", str(request), cwd=ROOT,
+                env={**os.environ, "HELM_DRIVER": "memory"},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            created = len(list(emulator.objects.items()))
+        assert proc.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out)
+        result["created"] = created
+        if "manifest" in result:
+            result["objects"] = [doc for doc in yaml.safe_load_all(result.pop("manifest")) if doc]
+        return result
+
+    return run
+
+
+def by_kind(objects, kind):
+    return {(o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects if o["kind"] == kind}
+
+
+def one(objects, kind, name):
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind} {name}: {len(matches)} found"
+    return matches[0]
+
+
+def leaf_paths(data, prefix=()):
+    if isinstance(data, dict) and data:
+        for key, value in data.items():
+            yield from leaf_paths(value, (*prefix, key))
+    else:
+        yield prefix
+
+
+async def test_default_values(render):
+    result = await render()
+    objects = result["objects"]
+    for obj in objects:
+        assert_valid(obj)
+    kinds = sorted({o["kind"] for o in objects})
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy",
+                     "PersistentVolumeClaim", "Secret", "Service", "ServiceAccount"]
+
+    hub = one(objects, "Deployment", "dsw-hub-hub")
+    pod = hub["spec"]["template"]
+    assert set(pod["metadata"]["annotations"]) == {"checksum/config", "checksum/secret"}
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/dsw/hub:0.1.0"
+    assert pod["spec"]["volumes"][1] == {"name": "data", "persistentVolumeClaim": {"claimName": "dsw-hub-hub-db"}}
+
+    config = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
+    assert config["jupyterhub_config.py"] == (CHART / "files" / "jupyterhub_config.py").read_text()
+    settings = json.loads(config["settings.json"])
+    assert settings["singleuser"]["createNamespaces"] is True
+    assert "accessKey" not in settings["singleuser"]["oss"]  # secrets stay in the Secret
+    assert settings["hub"]["namespace"] == "dsw"
+
+    secret = one(objects, "Secret", "dsw-hub-hub")["data"]
+    cookie = base64.b64decode(secret["cookie-secret"]).decode()
+    assert len(cookie) == 64 and bytes.fromhex(cookie)
+    assert base64.b64decode(secret["db-url"]) == b"sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+
+    # dynamic workspaces: a ClusterRole that may create namespaces, bound to the hub
+    role = one(objects, "ClusterRole", "dsw-dsw-hub-hub")
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {"pods", "events", "persistentvolumeclaims", "secrets", "services",
+                         "networkpolicies", "namespaces"}
+    assert result["created"] == len(objects)  # Helm really created them in the emulator
+    assert "Open it:" in result["notes"] and "ClusterRole" in result["notes"]
+
+
+async def test_maximal_values(render):
+    values = yaml.safe_load(VALUES_MAX.read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    set_paths = {path[:i] for path in leaf_paths(values) for i in range(len(path) + 1)}
+    missing = set(leaf_paths(defaults)) - set_paths
+    assert not missing, f"values-max.yaml does not set: {sorted(missing)}"
+
+    result = await render(values)
+    objects = result["objects"]
+    for obj in objects:
+        assert_valid(obj)
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    assert namespaces == {"team-vision", "team-nlp"}
+    assert set(by_kind(objects, "Role")) == {("team-vision", "dsw-hub-hub"), ("team-nlp", "dsw-hub-hub")}
+    assert set(by_kind(objects, "RoleBinding")) == set(by_kind(objects, "Role"))
+    policies = by_kind(objects, "NetworkPolicy")
+    assert {("team-vision", "dsw-instances"), ("team-nlp", "dsw-instances")} <= set(policies)
+    peers = policies[("team-vision", "dsw-instances")]["spec"]["ingress"][0]["from"]
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers] == ["hub", "proxy"]
+    assert not by_kind(objects, "PersistentVolumeClaim")  # external database
+
+    hub = one(objects, "Deployment", "dsw-hub-hub")["spec"]["template"]
+    assert hub["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert hub["spec"]["nodeSelector"] == {"node-role/system": "true"}
+    assert hub["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert hub["spec"]["volumes"][1] == {"name": "data", "emptyDir": {}}
+    ingress = one(objects, "Ingress", "dsw-hub")
+    assert ingress["spec"]["tls"] == [{"secretName": "dsw-tls", "hosts": ["dsw.example.com"]}]
+    public = one(objects, "Service", "dsw-hub-proxy-public")
+    assert public["spec"]["ports"][0]["nodePort"] == 30080
+
+    config = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
+    assert "oauth_callback_url" in config["extra_config.py"]
+    settings = json.loads(config["settings.json"])
+    assert settings["singleuser"]["createNamespaces"] is False
+    secret = {k: base64.b64decode(v).decode() for k, v in one(objects, "Secret", "dsw-hub-hub")["data"].items()}
+    assert secret["db-url"] == values["hub"]["db"]["url"]
+    assert secret["oss-secret-key"] == "example-secret-key"
+    assert secret["cookie-secret"] == values["hub"]["cookieSecret"]
+    assert "https://dsw.example.com/" in result["notes"]
+
+
+async def test_load_balancer_source_ranges(render):
+    values = yaml.safe_load(VALUES_MAX.read_text())
+    values["proxy"]["service"]["type"] = "LoadBalancer"
+    public = one((await render(values))["objects"], "Service", "dsw-hub-proxy-public")
+    assert public["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    assert "nodePort" not in public["spec"]["ports"][0]
+
+
+async def test_checksums_follow_config_and_secrets(render):
+    def annotations(result):
+        return one(result["objects"], "Deployment", "dsw-hub-hub")["spec"]["template"]["metadata"]["annotations"]
+
+    base = annotations(await render())
+    same = annotations(await render())
+    other_catalog = annotations(await render({"catalog": "platform_admins: [root]\n"}))
+    other_db = annotations(await render({"hub": {"db": {"type": "sqlite-memory"}}}))
+    assert base == same
+    assert other_catalog["checksum/config"] != base["checksum/config"]
+    assert other_catalog["checksum/secret"] == base["checksum/secret"]
+    assert other_db["checksum/secret"] != base["checksum/secret"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"bogus": 1}, "additional properties 'bogus' not allowed"),
+    ({"hub": {"db": {"type": "mysql"}}}, "/hub/db/type"),
+    ({"hub": {"db": {"type": "url"}}}, "/hub/db/url"),
+    ({"singleuser": {"home": {"size": "ten gigs"}}}, "/singleuser/home/size"),
+    ({"singleuser": {"namespaceTemplate": "dsw"}}, "/singleuser/namespaceTemplate"),
+    ({"rbac": {"workspaces": ["Vision"]}}, "/rbac/workspaces/0"),
+    ({"hub": {"cookieSecret": "short"}}, "/hub/cookieSecret"),
+    ({"ingress": {"tls": [{"secretName": "x", "hosts": [], "extra": 1}]}}, "additional properties 'extra'"),
+])
+async def test_invalid_values_are_refused(render, values, message):
+    result = await render(values)
+    assert "error" in result, "the chart accepted invalid values"
+    assert "values don't meet the specifications of the schema" in result["error"]
+    assert message in result["error"]
+    assert result["created"] == 0  # refused before anything was created
+
+
+async def test_hub_config_file_sets_real_spawner_traits(render, monkeypatch):
+    """Run the chart's jupyterhub_config.py on the rendered ConfigMap and Secret."""
+    from spawner_ext.kube.spawner import DSWKubeSpawner
+
+    objects = (await render(yaml.safe_load(VALUES_MAX.read_text())))["objects"]
+    data = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
+    config_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"dsw-config-{os.getpid()}"
+    config_dir.mkdir(exist_ok=True)
+    for name, text in data.items():
+        (config_dir / name).write_text(text)
+    secret = one(objects, "Secret", "dsw-hub-hub")["data"]
+    env = {"DSW_CONFIG_DIR": str(config_dir),
+           "DSW_COOKIE_SECRET": base64.b64decode(secret["cookie-secret"]).decode(),
+           "CONFIGPROXY_AUTH_TOKEN": base64.b64decode(secret["proxy-token"]).decode(),
+           "DSW_DB_URL": base64.b64decode(secret["db-url"]).decode(),
+           "DSW_OSS_ACCESS_KEY_ID": base64.b64decode(secret["oss-access-key"]).decode(),
+           "DSW_OSS_SECRET_ACCESS_KEY": base64.b64decode(secret["oss-secret-key"]).decode()}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    c = Config()
+    exec(compile(data["jupyterhub_config.py"], "jupyterhub_config.py", "exec"), {"get_config": lambda: c})
+
+    assert c.JupyterHub.spawner_class == "spawner_ext.kube.spawner.DSWKubeSpawner"
+    assert c.JupyterHub.hub_connect_url == "http://dsw-hub-hub.dsw.svc.cluster.local:8081"
+    assert c.ConfigurableHTTPProxy.api_url == "http://dsw-hub-proxy-api:8001"
+    traits = DSWKubeSpawner.class_trait_names()
+    unknown = sorted(set(c.DSWKubeSpawner) - set(traits))
+    assert not unknown, f"config sets traits DSWKubeSpawner does not have: {unknown}"
+    s = c.DSWKubeSpawner
+    assert (s.workspace_namespace_template, s.create_namespaces, s.home_storage_class, s.home_size) == (
+        "team-{workspace}", False, "ceph-rbd", "50Gi")
+    assert (s.oss_access_key, s.oss_secret_key, s.oss_endpoint) == (
+        "AKIAEXAMPLE", "example-secret-key", "https://oss.example.com")
+    assert s.network_policy_peers["namespace"] == "dsw"
+    assert [p["app.kubernetes.io/component"] for p in s.network_policy_peers["podLabels"]] == ["hub", "proxy"]
+    assert (config_dir / "catalog.yaml").read_text() == yaml.safe_load(VALUES_MAX.read_text())["catalog"]
+    # the extra config ran after the chart's settings
+    assert c.GenericOAuthenticator.oauth_callback_url == "https://dsw.example.com/hub/oauth_callback"
