@@ -147,7 +147,7 @@ EOF
 make_context() {
   local ctx
   ctx="$(mktemp -d /var/tmp/dsw-ctx.XXXXXX)"
-  cp "$HERE/notebook/Containerfile" "$ctx/Containerfile"
+  cp "$HERE/notebook/Containerfile" "$HERE/notebook/jupyter_server_config.py" "$ctx/"
   mkdir -p "$ctx/certs"
   shopt -s nullglob
   local c

@@ -13,7 +13,7 @@ HOME = "/home/jovyan"
 START_URL: dict[Kind, str] = {
     Kind.notebook: "/lab",
     Kind.vscode: "/vscode/",
-    Kind.terminal: "/lab/terminals/1",
+    Kind.terminal: "/lab/workspaces/dsw-terminal",
 }
 
 

@@ -64,6 +64,28 @@ def test_vscode_workbench(page, hub):
     page.screenshot(path=str(ARTIFACTS / "vscode.png"))
 
 
+def test_terminal_kind_opens_a_terminal(page, hub):
+    page.goto(f"{hub.url}/hub/spawn/t-alice/web-term")
+    page.check("input[name=kind][value=terminal]")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    page.wait_for_url("**/user/t-alice/web-term/lab/workspaces/dsw-terminal**", timeout=120_000)
+    terminal = page.locator(".jp-Terminal").first
+    expect(terminal).to_be_visible(timeout=90_000)
+    terminal.click()
+    page.keyboard.type("echo browser-$((20+22)) > typed-in-terminal.txt\n")
+    # xterm draws on a canvas, so read what the command wrote through the server's API
+    url = f"{hub.url}/user/t-alice/web-term/api/contents/typed-in-terminal.txt"
+    content = None
+    for _ in range(60):
+        r = page.request.get(url)
+        if r.ok:
+            content = r.json()["content"]
+            break
+        page.wait_for_timeout(500)
+    assert content == "browser-42\n"
+    page.screenshot(path=str(ARTIFACTS / "terminal.png"))
+
+
 def test_visitor_sees_refusal_in_the_form(page, hub):
     page.context.clear_cookies()
     login(page, hub, "t-vic")

@@ -70,7 +70,7 @@ def test_terminal_instance_runs_commands(hub, alice):
     r = hub.spawn("t-alice", "term", {"kind": "terminal"})
     assert r.status_code in (201, 202), r.text
     landing = via_proxy(hub, alice, "/user/t-alice/term/", allow_redirects=False)
-    assert landing_path(landing).endswith("/user/t-alice/term/lab/terminals/1")
+    assert landing_path(landing).endswith("/user/t-alice/term/lab/workspaces/dsw-terminal")
     created = requests.post(f"{hub.url}/user/t-alice/term/api/terminals",
                             headers={"Authorization": f"token {alice}"}, timeout=30)
     assert created.status_code == 200, created.text

@@ -197,3 +197,17 @@ async def test_oss_mount_creates_the_workspace_secret(make_spawner, kubelet, emu
     missing.resolve_spec = lambda: dataclasses.replace(spec, user="bob")
     with pytest.raises(web.HTTPError, match="no OSS endpoint and keys"):
         await missing.start()
+
+
+async def test_new_workspace_namespace_gets_the_network_policy(make_spawner, kubelet, emulator):
+    peers = {"namespace": "dsw", "podLabels": [{"app.kubernetes.io/component": "hub"},
+                                               {"app.kubernetes.io/component": "proxy"}]}
+    spawner = make_spawner(user="bob", options={"workspace": "nlp"}, network_policy_peers=peers)
+    await spawner.start()
+    (policy,) = live_objects(emulator, "networkpolicies")
+    assert policy["metadata"]["namespace"] == "dsw-nlp"
+    assert [p["podSelector"]["matchLabels"] for p in policy["spec"]["ingress"][0]["from"]] == peers["podLabels"]
+    # the instance pod is one the policy selects
+    pod = pods(emulator, "dsw-nlp")["dsw-bob"]
+    assert pod["metadata"]["labels"].items() >= policy["spec"]["podSelector"]["matchLabels"].items()
+    await spawner.stop()

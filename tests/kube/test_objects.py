@@ -233,3 +233,20 @@ async def test_pod_with_every_volume_kind_validates(make_spawner, cpu_spec):
     assert mounts["nas"]["readOnly"] and mounts["oss"]["readOnly"] and mounts["shared"]["readOnly"]
     assert not mounts["home"].get("readOnly")
 
+
+
+def test_network_policy_admits_only_the_listed_peers():
+    hub = {"app.kubernetes.io/name": "dsw-hub", "app.kubernetes.io/component": "hub"}
+    proxy = {"app.kubernetes.io/name": "dsw-hub", "app.kubernetes.io/component": "proxy"}
+    policy = assert_valid(objects.network_policy_manifest("dsw-vision", "vision", "dsw", [hub, proxy]))
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"dsw/managed": "true"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dsw"}}, "podSelector": {"matchLabels": hub}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dsw"}},
+         "podSelector": {"matchLabels": proxy}},
+    ]
+    assert "ports" not in rule
+    with pytest.raises(ValueError, match="at least one peer"):
+        objects.network_policy_manifest("dsw-vision", "vision", "dsw", [])

@@ -17,7 +17,7 @@ ALLOWED = [
     ("alice", {}, {"workspace": "vision", "kind": "notebook", "image_id": "nb-cpu", "start_url": "/lab",
                    "resource_group": "public-cpu", "instance_type": "cpu-small", "cpu": 1.0, "gpu": 0}),
     ("alice", {"kind": "vscode"}, {"kind": "vscode", "start_url": "/vscode/"}),
-    ("alice", {"kind": "terminal"}, {"kind": "terminal", "start_url": "/lab/terminals/1"}),
+    ("alice", {"kind": "terminal"}, {"kind": "terminal", "start_url": "/lab/workspaces/dsw-terminal"}),
     ("bob", {"workspace": "nlp", "instance_type": "cpu-half"}, {"workspace": "nlp", "cpu": 0.5, "memory": 512 * 2**20}),
     ("olga", {"image": "nb-gpu", "resource_group": "gpu-a10"},
      {"image_id": "nb-gpu", "instance_type": "gpu-1", "gpu": 1, "gpu_type": "nvidia-a10",
