@@ -16,13 +16,17 @@ What the emulator (kmock 0.8) does not do, and what these fixtures do instead:
      -> ``DSWEmulator`` answers /version with ``KUBE_VERSION``.
   7. kmock's /api/v1 says groupVersion "/v1", so Helm finds no core kinds
      -> ``DSWEmulator`` serves /api/v1 discovery itself.
-  4. A watch replays current objects as ADDED and ignores resourceVersion and selectors;
-     kubespawner's reflectors cope with that, so it is left as is.
+  4. A watch replays current objects as ADDED and ignores resourceVersion: a change made
+     between a reflector's list and its watch is lost (a stop right after a hub restart
+     then never sees its pod go) -> ``DSWEmulator`` numbers every change, answers lists
+     with the current number, and a watch from a number replays the changes after it.
+     Selectors stay ignored: kubespawner's reflectors cope with extra objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import itertools
@@ -38,7 +42,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 from jupyterhub.objects import Hub, Server
-from kmock._internal import enums
+from kmock._internal import aiobus, enums
 
 from tests.conftest import BASE_CATALOG
 
@@ -84,6 +88,51 @@ class DSWEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
         self.namespaces: dict[str, dict] = {}
+        # gap 4: every change to any resource, numbered: (number, resource, watch event)
+        self.history: list[tuple[int, object, dict]] = []
+        emulator = self
+
+        class RecordingBus(aiobus.Bus):
+            resource = None
+
+            async def put(self, *items):
+                for item in items:
+                    emulator.history.append((len(emulator.history) + 1, self.resource, item))
+                await super().put(*items)
+
+        class Buses(collections.defaultdict):
+            def __missing__(self, resource):
+                bus = self[resource] = RecordingBus()
+                bus.resource = resource
+                return bus
+
+        self._buses = Buses()
+
+    async def _serve_list(self, request):
+        result = await super()._serve_list(request)
+        result["metadata"]["resourceVersion"] = str(len(self.history))  # gap 4
+        return result
+
+    async def _serve_watch(self, request):
+        since = request.params.get("resourceVersion", "")
+        if not since.isdigit() or since == "0":
+            async for event in super()._serve_watch(request):
+                yield event
+            return
+        yield b""  # start streaming (as kmock does)
+        async with self._lock:  # changes and their bus events happen under this lock
+            mark = await self._buses[request.resource].mark()
+            backlog = [e for n, res, e in self.history if n > int(since) and res == request.resource]
+
+        def wanted(event):
+            return request.namespace is None or event["object"]["metadata"].get("namespace") == request.namespace
+
+        for event in backlog:
+            if wanted(event):
+                yield event
+        async for event in mark:
+            if wanted(event):
+                yield event
 
     async def _serve_namespace(self, raw_request, name: str | None):
         # Gap 5: a minimal Namespace store (create, get, list, delete).

@@ -8,7 +8,9 @@ import asyncio
 import pytest
 from tornado import web
 
+from spawner_ext.catalog.models import Kind
 from spawner_ext.kube.spawner import DSWKubeSpawner
+from spawner_ext.spec import START_URL
 
 from .conftest import live_objects
 from .validation import assert_valid
@@ -64,7 +66,7 @@ async def test_start_poll_stop(make_spawner, kubelet, emulator, kind, group):
         assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     else:
         assert "nodeSelector" not in spec and "tolerations" not in spec and "priorityClassName" not in spec
-    start_url = {"notebook": "/lab", "vscode": "/vscode/", "terminal": "/lab/terminals/1"}[kind]
+    start_url = START_URL[Kind(kind)]  # the same table the local backend uses
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["JUPYTERHUB_DEFAULT_URL"] == start_url
 

@@ -11,7 +11,8 @@ from spawner_ext.catalog import load_catalog
 from spawner_ext.kube import objects
 from spawner_ext.kube.objects import KubeSettings
 from spawner_ext.options import resolve
-from spawner_ext.spec import Mount
+from spawner_ext.catalog.models import Kind
+from spawner_ext.spec import START_URL, Mount
 
 from .validation import assert_valid
 
@@ -82,7 +83,7 @@ def test_pod_fields_public_cpu(cpu_spec):
     assert fields.node_selector == {}
     assert fields.tolerations == []
     assert fields.priority_class_name is None
-    assert fields.default_url == "/lab"
+    assert fields.default_url == START_URL[Kind.notebook]
     assert fields.volumes == [{"name": "home", "persistentVolumeClaim": {
         "claimName": "dsw-home-vision-alice", "readOnly": False}}]
     assert fields.volume_mounts == [{"name": "home", "mountPath": "/home/jovyan", "readOnly": False}]
@@ -96,7 +97,7 @@ def test_pod_fields_dedicated_gpu(gpu_spec, catalog):
     assert fields.node_selector == {"dsw/pool": "gpu-a10", "example.com/gpu": "nvidia-a10"}
     assert fields.tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert fields.priority_class_name == "dsw-gpu"
-    assert fields.default_url == "/vscode/"
+    assert fields.default_url == START_URL[Kind.vscode]
     assert fields.labels["dsw/resource-group"] == "gpu-a10" and fields.labels["dsw/kind"] == "vscode"
 
 
@@ -108,7 +109,7 @@ def test_pull_secret_from_the_catalogue(catalog):
 def test_terminal_kind_lands_on_a_terminal(catalog):
     spec = resolve(catalog, "alice", "", {"workspace": "vision", "kind": "terminal"})
     fields = objects.pod_fields(spec, SETTINGS)
-    assert fields.default_url == "/lab/terminals/1" and fields.image == "localhost/dsw/notebook-cpu:test"
+    assert fields.default_url == START_URL[Kind.terminal] and fields.image == "localhost/dsw/notebook-cpu:test"
 
 
 # --- volumes ------------------------------------------------------------------------
