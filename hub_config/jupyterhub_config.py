@@ -10,6 +10,7 @@ embedded default, the tests and a packaged install:
   DSW_HUB_PORT     hub API port (containers reach it)                     8081
   DSW_PROXY_API_PORT  proxy REST API port                                 8001
   DSW_DB_URL       SQLAlchemy URL of the hub database                     sqlite in DSW_STATE
+  DSW_STATE_DB_URL SQLAlchemy URL of DSW state (allocations, quotas, audit) sqlite in DSW_STATE
   DSW_ADMIN_TOKEN  API token with the admin role, for automation          unset
 """
 
@@ -49,7 +50,8 @@ c.JupyterHub.default_url = "/hub/home"
 
 # --- spawner -------------------------------------------------------------------
 c.JupyterHub.spawner_class = "spawner_ext.local.spawner.DSWLocalSpawner"
-c.DSWLocalSpawner.catalog_path = catalog_path
+c.CatalogSpawnerMixin.catalog_path = catalog_path
+c.CatalogSpawnerMixin.state_db_url = os.environ.get("DSW_STATE_DB_URL", f"sqlite:///{state / 'dsw.sqlite'}")
 c.DSWLocalSpawner.engine_url = os.environ.get("DSW_ENGINE_URL", f"unix://{state / 'podman.sock'}")
 c.Spawner.http_timeout = 60
 c.Spawner.poll_interval = 15  # notice instances that died within seconds

@@ -8,13 +8,21 @@ from pathlib import Path
 
 import jinja2
 from tornado import web
-from traitlets import Unicode
+from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from . import quota
 from .catalog import Catalog, load_catalog
+from .catalog.db import sessions
+from .catalog.live import effective_catalog
 from .catalog.models import Kind
 from .options import OptionsError, resolve
 from .spec import InstanceSpec
+
+
+def default_state_db_url() -> str:
+    state = os.environ.get("DSW_STATE", "/var/lib/dsw-hub")
+    return os.environ.get("DSW_STATE_DB_URL", f"sqlite:///{state}/dsw.sqlite")
 
 _cache: dict[str, tuple[float, Catalog]] = {}
 _templates = jinja2.Environment(
@@ -42,9 +50,25 @@ class CatalogSpawnerMixin(LoggingConfigurable):
         help="Catalogue YAML: workspaces, members, images, instance types, resource groups.",
     )
 
+    state_db_url = Unicode(
+        config=True,
+        help="SQLAlchemy URL of DSW's run-time state (membership changes, allocations, quota "
+             "reservations, audit). Default: $DSW_STATE_DB_URL, else sqlite in $DSW_STATE.",
+    )
+
+    @default("state_db_url")
+    def _default_state_db_url(self):
+        return default_state_db_url()
+
+    @property
+    def sessions(self):
+        return sessions(self.state_db_url or default_state_db_url())
+
     @property
     def catalog(self) -> Catalog:
-        return cached_catalog(self.catalog_path)
+        """The YAML catalogue with run-time membership changes applied."""
+        with self.sessions() as s:
+            return effective_catalog(cached_catalog(self.catalog_path), s)
 
     def _options_form(self, spawner) -> str:
         catalog = self.catalog
@@ -71,3 +95,13 @@ class CatalogSpawnerMixin(LoggingConfigurable):
             return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {})
         except OptionsError as exc:
             raise web.HTTPError(exc.status, log_message=str(exc), reason=None) from None
+
+    def admit(self, spec: InstanceSpec) -> None:
+        """Reserve quota for the spec (blocking; call it off the event loop)."""
+        try:
+            quota.admit(self.sessions, self.catalog, spec)
+        except quota.QuotaExceeded as exc:
+            raise web.HTTPError(403, log_message=str(exc)) from None
+
+    def release(self) -> None:
+        quota.release(self.sessions, self.user.name, self.name or "")

@@ -80,6 +80,17 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
         for j, gid in enumerate(ws.resource_groups):
             if gid not in group_ids:
                 problems.append((f"workspaces[{i}].resource_groups[{j}]", f"unknown resource group {gid!r}"))
+        for gid in ws.quotas:
+            if gid not in ws.resource_groups:
+                problems.append((f"workspaces[{i}].quotas.{gid}", f"{gid!r} is not one of the workspace's resource_groups"))
+    for g_index, g in enumerate(cat.resource_groups):
+        total = [(w.quotas[g.id]) for w in cat.workspaces if g.id in w.quotas]
+        for dim in ("cpu", "memory", "gpu"):
+            asked = sum(getattr(q, dim) for q in total)
+            if not g.oversell and asked > getattr(g.capacity, dim):
+                problems.append((f"resource_groups[{g_index}].capacity.{dim}",
+                                 f"workspace quotas add up to {asked} but the group has {getattr(g.capacity, dim)} "
+                                 "(set oversell: true to allow)"))
     for i, img in enumerate(cat.images):
         for j, wid in enumerate(img.workspaces):
             if wid != "*" and wid not in ws_ids:

@@ -61,6 +61,8 @@ class Workspace(Strict):
     members: dict[str, Role] = Field(default_factory=dict, description="username -> role")
     resource_groups: list[Id] = Field(default_factory=list, description="groups the workspace may use")
     registry_allowlist: list[str] = Field(default_factory=list)
+    quotas: dict[str, "Capacity"] = Field(
+        default_factory=dict, description="initial allocation per resource group (platform admins change it at run time)")
 
     @field_validator("members")
     @classmethod
@@ -134,6 +136,9 @@ class ResourceGroup(Strict):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     priority_class: str | None = None
+
+
+Workspace.model_rebuild()
 
 
 class Catalog(Strict):

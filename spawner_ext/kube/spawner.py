@@ -27,10 +27,6 @@ from . import objects
 class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
     """Spawn Notebook/VSCode/Terminal instances as pods in the workspace's namespace."""
 
-    # The mixin is not a HasTraits class, so its trait is only set up when a HasTraits
-    # class holds it in its own namespace: re-bind it here (same descriptor, same help).
-    catalog_path = CatalogSpawnerMixin.catalog_path
-
     workspace_namespace_template = Unicode(
         "dsw-{workspace}", config=True,
         help="Namespace of a workspace's instances and home volumes; ``{workspace}`` is the workspace id. "

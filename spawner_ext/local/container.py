@@ -29,7 +29,7 @@ def mount_arg(mount: Mount) -> dict:
 
 def create_kwargs(spec: InstanceSpec, *, name: str, cmd: list[str], env: dict[str, str],
                   host_ip: str = "127.0.0.1", network: str | None = None,
-                  pids_limit: int = 4096) -> dict:
+                  pids_limit: int = 4096, attach_gpus: bool = True) -> dict:
     """Keyword arguments for ``docker.APIClient.create_container`` plus its host config."""
     labels = {**spec.labels, MANAGED_LABEL: "true"}
     host_config = {
@@ -42,7 +42,7 @@ def create_kwargs(spec: InstanceSpec, *, name: str, cmd: list[str], env: dict[st
     }
     if network:
         host_config["NetworkMode"] = network
-    if spec.gpu:
+    if spec.gpu and attach_gpus:
         host_config["DeviceRequests"] = [{"Driver": "nvidia", "Count": spec.gpu, "Capabilities": [["gpu"]]}]
     return {
         "image": spec.image,

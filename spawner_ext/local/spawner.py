@@ -16,7 +16,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from jupyterhub.spawner import Spawner
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 
 from ..catalog_spawner import CatalogSpawnerMixin
 from ..spec import InstanceSpec
@@ -37,6 +37,11 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
     host_ip = Unicode("127.0.0.1", config=True, help="Host address the instance's port is published on.")
     network = Unicode("", config=True, help="Engine network for instances; empty: the engine's default bridge.")
     ready_interval = Float(0.05, config=True, help="Seconds between readiness probes while a server starts.")
+    attach_gpus = Bool(
+        True, config=True,
+        help="Request the instance type's GPUs from the engine (NVIDIA device requests). Turn off only on "
+             "machines without GPUs where GPU types are used to exercise quotas.",
+    )
     stop_timeout = Integer(5, config=True, help="Seconds a server gets to shut down before it is killed.")
 
     container_id = Unicode("")
@@ -111,7 +116,12 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         try:
             spec = self.resolve_spec()
             self._apply_limits(spec)
-            return await self._start(spec)
+            await self._run(self.admit, spec)
+            try:
+                return await self._start(spec)
+            except BaseException:
+                await self._run(self.release)
+                raise
         finally:
             self._start_done = True
             self._new_event.set()
@@ -133,8 +143,8 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         self.ip, self.port = "0.0.0.0", container.SERVER_PORT
         env = self.get_env()
         cmd = [*self.cmd, *self.get_args()]
-        kwargs = container.create_kwargs(spec, name=name, cmd=cmd, env=env,
-                                         host_ip=self.host_ip, network=self.network or None)
+        kwargs = container.create_kwargs(spec, name=name, cmd=cmd, env=env, host_ip=self.host_ip,
+                                         network=self.network or None, attach_gpus=self.attach_gpus)
         self._event(40, f"Starting container {name} from {spec.image}")
         try:
             created = await self._run(self.client.api.create_container, **kwargs)
@@ -233,12 +243,15 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         return state.get("ExitCode") or 1
 
     async def stop(self, now=False):
-        if self.container_id:
-            try:
-                await self._run(self.client.api.stop, self.container_id, timeout=0 if now else self.stop_timeout)
-            except NotFound:
-                pass
-        await self._remove_container()
+        try:
+            if self.container_id:
+                try:
+                    await self._run(self.client.api.stop, self.container_id, timeout=0 if now else self.stop_timeout)
+                except NotFound:
+                    pass
+            await self._remove_container()
+        finally:
+            await self._run(self.release)
 
     async def _remove_container(self) -> None:
         if not self.container_id:
