@@ -229,3 +229,12 @@ async def test_hub_config_file_sets_real_spawner_traits(render, monkeypatch):
     assert (config_dir / "catalog.yaml").read_text() == yaml.safe_load(VALUES_MAX.read_text())["catalog"]
     # the extra config ran after the chart's settings
     assert c.GenericOAuthenticator.oauth_callback_url == "https://dsw.example.com/hub/oauth_callback"
+
+
+async def test_helm_lint_finds_nothing_above_info():
+    import helm_sdkpy
+
+    result = await helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(str(CHART))
+    assert result["TotalChartsLinted"] == 1 and not result["Errors"]
+    # severity 1 is INFO (Helm's "icon is recommended"); 2 WARNING, 3 ERROR
+    assert [m for m in result["Messages"] if m["Severity"] > 1] == []
