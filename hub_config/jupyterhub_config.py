@@ -12,13 +12,17 @@ embedded default, the tests and a packaged install:
   DSW_DB_URL       SQLAlchemy URL of the hub database                     sqlite in DSW_STATE
   DSW_STATE_DB_URL SQLAlchemy URL of DSW state (allocations, quotas, audit) sqlite in DSW_STATE
   DSW_ADMIN_TOKEN  API token with the admin role, for automation          unset
+  DSW_SERVICE_PORT port of the DSW service (behind the proxy at /services/dsw/)  10101
 """
 
 import os
 import sys
 from pathlib import Path
 
+from spawner_ext import rbac
 from spawner_ext.catalog import load_catalog
+from spawner_ext.catalog.db import sessions
+from spawner_ext.catalog.live import effective_catalog
 from spawner_ext.embedded_auth import announce, ensure_credentials
 
 c = get_config()  # noqa: F821  (provided by JupyterHub)
@@ -51,7 +55,8 @@ c.JupyterHub.default_url = "/hub/home"
 # --- spawner -------------------------------------------------------------------
 c.JupyterHub.spawner_class = "spawner_ext.local.spawner.DSWLocalSpawner"
 c.CatalogSpawnerMixin.catalog_path = catalog_path
-c.CatalogSpawnerMixin.state_db_url = os.environ.get("DSW_STATE_DB_URL", f"sqlite:///{state / 'dsw.sqlite'}")
+state_db_url = os.environ.get("DSW_STATE_DB_URL", f"sqlite:///{state / 'dsw.sqlite'}")
+c.CatalogSpawnerMixin.state_db_url = state_db_url
 c.DSWLocalSpawner.engine_url = os.environ.get("DSW_ENGINE_URL", f"unix://{state / 'podman.sock'}")
 c.Spawner.http_timeout = 60
 c.Spawner.poll_interval = 15  # notice instances that died within seconds
@@ -64,10 +69,30 @@ c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.admin_password = creds["admin_password"]
 c.SharedPasswordAuthenticator.user_password = creds["user_password"]
 c.Authenticator.allowed_users = catalog.usernames()
+c.Authenticator.allow_existing_users = True  # members added at run time through the DSW service
 c.Authenticator.admin_users = set(catalog.platform_admins)
 
+# --- workspace roles as JupyterHub RBAC (groups, roles, custom scopes) ----------------
+with sessions(state_db_url)() as session:
+    live = effective_catalog(catalog, session)
+c.JupyterHub.custom_scopes = rbac.custom_scopes()
+c.JupyterHub.load_groups = {name: {"users": users} for name, users in rbac.groups(live).items()}
+roles = rbac.roles(live)
+
+# --- the DSW service: REST API and pages at /services/dsw/ ----------------------------
+service_env = {"DSW_CATALOG": catalog_path, "DSW_STATE_DB_URL": state_db_url, "DSW_STATE": str(state),
+               "PYTHONPATH": os.pathsep.join(sys.path)}
+services = [{
+    "name": "dsw",
+    "url": f"http://127.0.0.1:{os.environ.get('DSW_SERVICE_PORT', '10101')}",
+    "command": [sys.executable, "-m", "spawner_ext.service"],
+    "environment": service_env,
+    "oauth_no_confirm": True,
+    "oauth_client_allowed_scopes": sorted(rbac.custom_scopes()),
+    "display": True,
+}]
+
 # --- automation token -----------------------------------------------------------
-services, roles = [], []
 if os.environ.get("DSW_ADMIN_TOKEN"):
     services.append({"name": "dsw-admin", "api_token": os.environ["DSW_ADMIN_TOKEN"]})
     roles.append({"name": "admin", "services": ["dsw-admin"]})

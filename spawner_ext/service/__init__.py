@@ -1,0 +1,1 @@
+"""The DSW service: a hub-managed JupyterHub service at /services/dsw/ (REST API + pages)."""

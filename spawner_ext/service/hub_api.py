@@ -1,0 +1,57 @@
+"""The service's calls to the hub's REST API with its own token (scopes: role dsw-service)."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+
+from ..catalog.models import Catalog
+from ..rbac import groups as catalog_groups
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
+        headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"}, timeout=30,
+    )
+
+
+async def sync_groups(catalog: Catalog, only_workspace: str | None = None) -> None:
+    """Make the hub's workspace groups equal the effective membership (adds and removes)."""
+    want = catalog_groups(catalog)
+    if only_workspace:
+        want = {g: u for g, u in want.items() if g == f"ws-{only_workspace}" or g.startswith(f"ws-{only_workspace}-")}
+    async with _client() as hub:
+        users = {u["name"] for u in (await hub.get("/users", params={"limit": 10000})).json()}
+        for name in sorted({u for members in want.values() for u in members} - users):
+            await hub.post(f"/users/{name}")
+        for group, members in want.items():
+            r = await hub.get(f"/groups/{group}")
+            if r.status_code == 404:
+                await hub.post(f"/groups/{group}", json={"users": members})
+                continue
+            have = set(r.json().get("users", []))
+            if add := sorted(set(members) - have):
+                (await hub.post(f"/groups/{group}/users", json={"users": add})).raise_for_status()
+            if drop := sorted(have - set(members)):
+                (await hub.request("DELETE", f"/groups/{group}/users", json={"users": drop})).raise_for_status()
+
+
+async def server_states(users: set[str]) -> dict[tuple[str, str], str]:
+    out = {}
+    async with _client() as hub:
+        for user in users:
+            r = await hub.get(f"/users/{user}")
+            if r.status_code != 200:
+                continue
+            for name, s in (r.json().get("servers") or {}).items():
+                out[(user, name)] = "running" if s.get("ready") else (s.get("pending") or "stopped")
+    return out
+
+
+async def stop_server(user: str, server: str) -> int:
+    async with _client() as hub:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = await hub.delete(path)
+        return r.status_code
