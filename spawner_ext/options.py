@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from .catalog.models import Accelerator, Catalog, Image, Kind
 from .roles import Action, allowed
 from .spec import HOME, START_URL, InstanceSpec, Mount
+from .storage.mounts import MountError, resolve_mounts
 
 KNOWN_OPTIONS = {"workspace", "image", "image_ref", "instance_type", "resource_group", "kind", "mounts"}
 
@@ -137,8 +138,11 @@ def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any]
     if image.accelerator == Accelerator.gpu and itype.gpu == 0:
         raise OptionsError(400, "instance_type", f"image {image.id!r} needs a GPU but {itype.id!r} has none")
 
-    if options.get("mounts"):
-        raise OptionsError(400, "mounts", "this hub has no storage entries configured")
+    try:
+        mounts = resolve_mounts(catalog, ws, options.get("mounts"), user_dir=safe_name(user),
+                                server_dir=safe_name(server or "default"))
+    except MountError as exc:
+        raise OptionsError(400, exc.field, exc.message) from None
 
     labels = {
         "dsw/user": safe_name(user, 63),
@@ -165,4 +169,5 @@ def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any]
         tolerations=tuple(t.model_dump(exclude_none=True) for t in group.tolerations),
         priority_class=group.priority_class, labels=labels, env=env,
         home=Mount(type="volume", source=home_volume_name(ws, user), mount_path=HOME, name="home"),
+        mounts=mounts,
     )

@@ -18,16 +18,46 @@ START_URL: dict[Kind, str] = {
 
 
 @dataclass(frozen=True)
+class OssCredentials:
+    """Where an OSS entry's keys live -- a reference, never the keys. Kubernetes reads
+    ``secret`` (a Secret in the workspace namespace); one machine reads ``file`` or the
+    hub's environment variables ``<env>_ACCESS_KEY_ID`` / ``<env>_SECRET_ACCESS_KEY``."""
+
+    secret: str | None = None
+    file: str | None = None
+    env: str | None = None
+
+
+@dataclass(frozen=True)
 class Mount:
     """A volume in the instance. ``source`` depends on ``type``:
     volume: a named engine volume / PVC; host: a host folder; nfs: ``server:/path``;
-    oss: a storage-entry id resolved by the storage layer."""
+    oss: ``bucket`` or ``bucket/prefix``.
+
+    Storage mounts (from the catalogue's ``storage`` section) also carry ``storage`` (the
+    entry id); an nfs mount may carry ``host_source``, the folder where that export is
+    mounted on the host (what one machine binds); an oss mount carries ``endpoint``,
+    ``region`` and the ``credentials`` reference."""
 
     type: Literal["volume", "host", "nfs", "oss"]
     source: str
     mount_path: str
     read_only: bool = False
     name: str = ""
+    storage: str = ""
+    host_source: str = ""
+    endpoint: str = ""
+    region: str = ""
+    credentials: OssCredentials | None = None
+
+    @property
+    def url(self) -> str:
+        """How progress messages and errors name the storage (never with credentials)."""
+        if self.type == "oss":
+            return f"oss://{self.source}"
+        if self.type == "nfs":
+            return f"nfs://{self.source}"
+        return self.source
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The catalogue: workspaces, members, images, instance types, resource groups."""
 
 from .loader import CatalogError, load_catalog
-from .models import Accelerator, Catalog, Image, InstanceType, Kind, ResourceGroup, Workspace
+from .models import Accelerator, Catalog, Image, InstanceType, Kind, ResourceGroup, Storage, Workspace
 
 __all__ = ["Accelerator", "Catalog", "CatalogError", "Image", "InstanceType", "Kind",
-           "ResourceGroup", "Workspace", "load_catalog"]
+           "ResourceGroup", "Storage", "Workspace", "load_catalog"]

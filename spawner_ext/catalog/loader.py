@@ -68,7 +68,7 @@ def _merge_image_metadata(data: dict, path: Path) -> list[dict]:
 
 def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    for section in ("workspaces", "images", "instance_types", "resource_groups"):
+    for section in ("workspaces", "images", "instance_types", "resource_groups", "storage"):
         counts = Counter(item.id for item in getattr(cat, section))
         for index, item in enumerate(getattr(cat, section)):
             if counts[item.id] > 1:
@@ -95,6 +95,7 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
         for j, wid in enumerate(img.workspaces):
             if wid != "*" and wid not in ws_ids:
                 problems.append((f"images[{i}].workspaces[{j}]", f"unknown workspace {wid!r}"))
+    problems += _storage_checks(cat, ws_ids)
     for i, t in enumerate(cat.instance_types):
         if t.gpu and not t.gpu_type:
             problems.append((f"instance_types[{i}].gpu_type", "a GPU instance type needs a gpu_type"))
@@ -108,6 +109,27 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
             elif t.gpu > g.capacity.gpu:
                 problems.append((f"resource_groups[{i}].instance_types[{j}]",
                                  f"{tid!r} needs {t.gpu} GPU(s) but the group has {g.capacity.gpu}"))
+    return problems
+
+
+def _storage_checks(cat: Catalog, ws_ids: set[str]) -> list[tuple[str, str]]:
+    """Storage entries name known workspaces, and the entries one workspace sees have default
+    mount paths that do not overlap (else choosing them together would always be refused)."""
+    from ..storage.paths import overlaps
+
+    problems: list[tuple[str, str]] = []
+    for i, st in enumerate(cat.storage):
+        for j, wid in enumerate(st.workspaces):
+            if wid != "*" and wid not in ws_ids:
+                problems.append((f"storage[{i}].workspaces[{j}]", f"unknown workspace {wid!r}"))
+    for i, st in enumerate(cat.storage):
+        for k in range(i):
+            other = cat.storage[k]
+            shared = [w for w in ws_ids if st.visible_in(w) and other.visible_in(w)]
+            if shared and overlaps(st.mount_path, other.mount_path):
+                problems.append((f"storage[{i}].mount_path",
+                                 f"{st.mount_path!r} overlaps {other.mount_path!r} of storage {other.id!r}, "
+                                 f"both offered to workspace {sorted(shared)[0]!r}"))
     return problems
 
 

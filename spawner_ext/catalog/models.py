@@ -10,10 +10,11 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..quantities import QuantityError, parse_cpu, parse_memory
 from ..roles import Role
+from ..storage.paths import host_path_problem, mount_path_problem, sub_path_template_problem
 
 ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case letters, digits and '-'")]
@@ -138,6 +139,152 @@ class ResourceGroup(Strict):
     priority_class: str | None = None
 
 
+class NfsExport(Strict):
+    """An NFS export (Kubernetes mounts it as an ``nfs`` volume)."""
+
+    server: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA-F:.]+\]?$",
+                        description="host name or IP address of the NFS server")
+    path: str = Field(description="exported path, absolute")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        problem = host_path_problem(value)
+        if problem:
+            raise ValueError(f"export path {value!r} {problem}")
+        return value
+
+
+class NasStorage(Strict):
+    """A NAS: ``nfs`` for Kubernetes, ``host_path`` (where the NAS is mounted on the host) for one
+    machine; give either or both. ``sub_path_template`` narrows both to a folder below them."""
+
+    nfs: NfsExport | None = None
+    host_path: str | None = Field(default=None, description="host folder, for the one-machine backend")
+    sub_path_template: str = Field(default="", description="e.g. '{workspace}/{user}'; placeholders "
+                                                           "{workspace}, {user}, {server}")
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, value: str | None) -> str | None:
+        problem = value is not None and host_path_problem(value)
+        if problem:
+            raise ValueError(f"host_path {value!r} {problem}")
+        return value
+
+    @field_validator("sub_path_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        problem = sub_path_template_problem(value)
+        if problem:
+            raise ValueError(f"sub_path_template {value!r} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.nfs is None and self.host_path is None:
+            raise ValueError("a NAS entry needs nfs (Kubernetes) or host_path (one machine), or both")
+        return self
+
+
+ENV_PREFIX_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class OssCredentialsRef(Strict):
+    """Where the keys are -- never the keys themselves."""
+
+    secret: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN,
+                               description="Kubernetes Secret (in the workspace namespace) with the keys")
+    file: str | None = Field(default=None, description="one machine: file with ACCESS_KEY:SECRET_KEY, or "
+                                                       "aws_access_key_id= / aws_secret_access_key= lines")
+    env: str | None = Field(default=None, pattern=ENV_PREFIX_PATTERN,
+                            description="one machine: the hub reads <env>_ACCESS_KEY_ID and <env>_SECRET_ACCESS_KEY")
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str | None) -> str | None:
+        problem = value is not None and host_path_problem(value)
+        if problem:
+            raise ValueError(f"credentials file {value!r} {problem}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keys(cls, data):
+        if isinstance(data, dict):
+            keyish = [k for k in data if any(w in str(k).lower() for w in ("key", "password", "token"))]
+            if keyish:
+                raise ValueError(f"{keyish[0]!r}: keys never go in the catalogue; reference them with "
+                                 "secret, file or env")
+        return data
+
+    @model_validator(mode="after")
+    def _some(self):
+        if not (self.secret or self.file or self.env):
+            raise ValueError("give at least one of secret (Kubernetes), file or env (one machine)")
+        return self
+
+
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class OssStorage(Strict):
+    """An S3-compatible bucket (optionally a prefix in it)."""
+
+    endpoint: str = Field(pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$", description="S3 endpoint URL")
+    bucket: str = Field(pattern=BUCKET_PATTERN)
+    prefix: str = Field(default="", description="folder in the bucket, e.g. 'team/data'")
+    region: str = Field(default="", pattern=r"^[a-z0-9-]*$")
+    credentials: OssCredentialsRef
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if value and (".." in value.split("/") or "//" in value or not re.match(r"^[A-Za-z0-9._/-]+$", value)):
+            raise ValueError(f"prefix {value!r} must be a plain relative path (letters, digits, '.', '_', '-', '/')")
+        return value
+
+
+class Storage(Strict):
+    """A storage entry members of the listed workspaces may mount: ``nas`` or ``oss``."""
+
+    id: Id
+    display_name: str = ""
+    description: str = ""
+    workspaces: list[str] = Field(min_length=1, description="workspace ids or '*'")
+    mount_path: str = Field(description="default mount path in the instance")
+    access: Literal["ro", "rw"] = Field(default="ro", description="default (and widest) access")
+    nas: NasStorage | None = None
+    oss: OssStorage | None = None
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        problem = mount_path_problem(value)
+        if problem:
+            raise ValueError(f"mount path {value!r} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.nas is None) == (self.oss is None):
+            raise ValueError("a storage entry is either nas or oss (exactly one of them)")
+        return self
+
+    @property
+    def type(self) -> str:
+        return "nas" if self.nas else "oss"
+
+    @property
+    def read_only(self) -> bool:
+        return self.access == "ro"
+
+    def visible_in(self, workspace_id: str) -> bool:
+        return "*" in self.workspaces or workspace_id in self.workspaces
+
+
 Workspace.model_rebuild()
 
 
@@ -149,6 +296,13 @@ class Catalog(Strict):
     images: list[Image] = Field(default_factory=list)
     instance_types: list[InstanceType] = Field(default_factory=list)
     resource_groups: list[ResourceGroup] = Field(default_factory=list)
+    storage: list[Storage] = Field(default_factory=list, description="NAS and OSS entries members may mount")
+
+    def storage_entry(self, sid: str) -> Storage | None:
+        return next((s for s in self.storage if s.id == sid), None)
+
+    def storage_for(self, wid: str) -> list[Storage]:
+        return [s for s in self.storage if s.visible_in(wid)]
 
     def workspace(self, wid: str) -> Workspace | None:
         return next((w for w in self.workspaces if w.id == wid), None)
