@@ -61,22 +61,46 @@ c.DSWLocalSpawner.engine_url = os.environ.get("DSW_ENGINE_URL", f"unix://{state 
 c.Spawner.http_timeout = 60
 c.Spawner.poll_interval = 15  # notice instances that died within seconds
 
-# --- embedded authentication: users come from the catalogue --------------------
-creds, created = ensure_credentials(state)
-if created:
-    print(announce(creds, catalog.platform_admins, state / "credentials.json"), file=sys.stderr, flush=True)
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.admin_password = creds["admin_password"]
-c.SharedPasswordAuthenticator.user_password = creds["user_password"]
-c.Authenticator.allowed_users = catalog.usernames()
-c.Authenticator.allow_existing_users = True  # members added at run time through the DSW service
-c.Authenticator.admin_users = set(catalog.platform_admins)
+# --- single sign-on (DSW_AUTH=oidc): OpenID Connect, provider groups -> workspace roles -----
+#   DSW_OIDC_ISSUER, DSW_OIDC_CLIENT_ID, DSW_OIDC_CLIENT_SECRET, DSW_OIDC_GROUPS_CLAIM (groups),
+#   DSW_OIDC_USERNAME_CLAIM (preferred_username), DSW_OIDC_ROLE_MAP (JSON: group -> ["ws:role"])
+sso = os.environ.get("DSW_AUTH", "embedded") == "oidc"
+if sso:
+    import json
+
+    from spawner_ext.sso import DSWOAuthenticator, discover
+
+    _oidc = discover(os.environ["DSW_OIDC_ISSUER"])
+    c.JupyterHub.authenticator_class = DSWOAuthenticator
+    c.DSWOAuthenticator.authorize_url = _oidc["authorization_endpoint"]
+    c.DSWOAuthenticator.token_url = _oidc["token_endpoint"]
+    c.DSWOAuthenticator.userdata_url = _oidc["userinfo_endpoint"]
+    c.DSWOAuthenticator.client_id = os.environ["DSW_OIDC_CLIENT_ID"]
+    c.DSWOAuthenticator.client_secret = os.environ.get("DSW_OIDC_CLIENT_SECRET", "")
+    c.DSWOAuthenticator.oauth_callback_url = f"{c.JupyterHub.bind_url.rstrip('/')}/hub/oauth_callback"
+    c.DSWOAuthenticator.username_claim = os.environ.get("DSW_OIDC_USERNAME_CLAIM", "preferred_username")
+    c.DSWOAuthenticator.auth_state_groups_key = f"oauth_user.{os.environ.get('DSW_OIDC_GROUPS_CLAIM', 'groups')}"
+    c.DSWOAuthenticator.workspace_role_map = json.loads(os.environ.get("DSW_OIDC_ROLE_MAP") or "{}")
+    c.DSWOAuthenticator.catalog_path = catalog_path
+    c.DSWOAuthenticator.state_db_url = state_db_url
+    c.Authenticator.admin_users = set(catalog.platform_admins)
+else:  # --- embedded authentication: users come from the catalogue ----------------
+    creds, created = ensure_credentials(state)
+    if created:
+        print(announce(creds, catalog.platform_admins, state / "credentials.json"), file=sys.stderr, flush=True)
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.admin_password = creds["admin_password"]
+    c.SharedPasswordAuthenticator.user_password = creds["user_password"]
+    c.Authenticator.allowed_users = catalog.usernames()
+    c.Authenticator.allow_existing_users = True  # members added at run time through the DSW service
+    c.Authenticator.admin_users = set(catalog.platform_admins)
 
 # --- workspace roles as JupyterHub RBAC (groups, roles, custom scopes) ----------------
 with sessions(state_db_url)() as session:
     live = effective_catalog(catalog, session)
 c.JupyterHub.custom_scopes = rbac.custom_scopes()
-c.JupyterHub.load_groups = {name: {"users": users} for name, users in rbac.groups(live).items()}
+# with SSO the authenticator sets each user's groups at login (manage_groups; the hub refuses load_groups then)
+c.JupyterHub.load_groups = {} if sso else {name: {"users": users} for name, users in rbac.groups(live).items()}
 roles = rbac.roles(live)
 
 # --- the DSW service: REST API and pages at /services/dsw/ ----------------------------
