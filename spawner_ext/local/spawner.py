@@ -7,6 +7,7 @@ Thin glue: the spec comes from the shared core, create-arguments from
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +21,8 @@ from traitlets import Bool, Float, Integer, Unicode, default
 
 from ..catalog_spawner import CatalogSpawnerMixin
 from ..spec import InstanceSpec
+from ..storage import local as storage_local
+from ..storage.credentials import Keys, StorageError, check_oss, local_keys
 from . import container
 
 _clients: dict[tuple[str, int], docker.DockerClient] = {}
@@ -43,6 +46,24 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
              "machines without GPUs where GPU types are used to exercise quotas.",
     )
     stop_timeout = Integer(5, config=True, help="Seconds a server gets to shut down before it is killed.")
+
+    storage_state = Unicode(
+        config=True,
+        help="Folder holding s3fs mount points (<state>/mounts) and their 0600 passwd files "
+             "(<state>/storage-credentials). Default: $DSW_STATE.",
+    )
+    s3fs_path = Unicode("s3fs", config=True, help="The s3fs FUSE client (Debian package s3fs).")
+    storage_uid = Integer(1000, config=True, help="Owner of files in OSS mounts (the image's jovyan).")
+    storage_gid = Integer(100, config=True, help="Group of files in OSS mounts (the image's users group).")
+    storage_timeout = Float(15, config=True, help="Seconds for the OSS access check and for each s3fs mount.")
+
+    @default("storage_state")
+    def _default_storage_state(self):
+        return str(storage_local.default_state())
+
+    @property
+    def storage_layout(self) -> storage_local.Layout:
+        return storage_local.Layout.under(self.storage_state)
 
     container_id = Unicode("")
     host_port = Integer(0)
@@ -136,6 +157,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         name = container.container_name(self.user.name, self.name)
         self._event(5, f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
                        f"({spec.instance_type}, resource group {spec.resource_group})")
+        keys = await self._storage_preflight(spec)  # refuses before anything is made
         await self._ensure_image(spec.image)
         await self._ensure_volume(spec)
         await self._remove_stale(name)
@@ -143,10 +165,11 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         self.ip, self.port = "0.0.0.0", container.SERVER_PORT
         env = self.get_env()
         cmd = [*self.cmd, *self.get_args()]
-        kwargs = container.create_kwargs(spec, name=name, cmd=cmd, env=env, host_ip=self.host_ip,
-                                         network=self.network or None, attach_gpus=self.attach_gpus)
-        self._event(40, f"Starting container {name} from {spec.image}")
         try:
+            bound = await self._mount_storage(spec, keys)
+            kwargs = container.create_kwargs(bound, name=name, cmd=cmd, env=env, host_ip=self.host_ip,
+                                             network=self.network or None, attach_gpus=self.attach_gpus)
+            self._event(40, f"Starting container {name} from {spec.image}")
             created = await self._run(self.client.api.create_container, **kwargs)
             self.container_id = created["Id"]
             await self._run(self.client.api.start, self.container_id)
@@ -155,9 +178,71 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
             await self._wait_ready(spec)
         except BaseException:
             await self._remove_container()
+            await self._release_storage()
             raise
         self._event(100, f"Server ready: opening {spec.start_url}")
         return (self.host_ip, self.host_port)
+
+    # --- storage (NAS binds, OSS via s3fs) -----------------------------------------------
+    @staticmethod
+    def _storage_refusal(exc: StorageError) -> web.HTTPError:
+        return web.HTTPError(400, log_message=str(exc).replace("%", "%%"), reason=None)
+
+    async def _storage_preflight(self, spec: InstanceSpec) -> dict[str, Keys]:
+        """Keys found and OSS access checked (boto3, in a thread, with timeouts); NAS host
+        folders exist. Raises a 400 naming the storage; nothing has been made yet."""
+        keys: dict[str, Keys] = {}
+        try:
+            storage_local.bind_spec(spec, self.storage_layout)  # NFS-only entries cannot run here
+            for m in spec.mounts:
+                if m.type == "oss":
+                    self._event(8, f"Checking access to {m.url} for {m.mount_path}")
+                    keys[m.storage] = local_keys(m)
+                    await asyncio.wait_for(
+                        self._run(check_oss, m, keys[m.storage], timeout=self.storage_timeout),
+                        self.storage_timeout * 2 + 5)
+                elif m.type in ("host", "nfs"):
+                    folder = m.host_source if m.type == "nfs" else m.source
+                    ok = await self._run(os.path.isdir, folder)
+                    if not ok:
+                        raise StorageError(f"storage {m.storage!r}: the NAS folder {folder} does not exist on "
+                                           "this machine (is the NAS mounted on the host?)")
+        except StorageError as exc:
+            raise self._storage_refusal(exc) from None
+        except asyncio.TimeoutError:
+            raise self._storage_refusal(StorageError("the OSS access check timed out")) from None
+        return keys
+
+    async def _mount_storage(self, spec: InstanceSpec, keys: dict[str, Keys]) -> InstanceSpec:
+        """Mount each OSS entry with s3fs on the host; return the spec the engine binds."""
+        layout = self.storage_layout
+        if spec.mounts:
+            await self._release_storage()  # leftovers of a crashed start of this instance
+        for m in spec.mounts:
+            mode = "read-only" if m.read_only else "read-write"
+            if m.type == "oss":
+                self._event(30, f"Mounting {m.url} at {m.mount_path} ({mode})")
+                try:
+                    await self._run(storage_local.mount_oss, layout, self.user.name, self.name or "", m,
+                                    keys[m.storage], s3fs=self.s3fs_path, uid=self.storage_uid,
+                                    gid=self.storage_gid, timeout=self.storage_timeout)
+                except StorageError as exc:
+                    raise web.HTTPError(500, log_message=str(exc).replace("%", "%%"), reason=None) from None
+            else:
+                folder = m.host_source if m.type == "nfs" else m.source
+                self._event(30, f"Mounting NAS {folder} at {m.mount_path} ({mode})")
+        return storage_local.bind_spec(spec, layout)
+
+    async def _release_storage(self) -> None:
+        try:
+            removed = await self._run(storage_local.release_instance, self.storage_layout,
+                                      self.user.name, self.name or "")
+        except StorageError as exc:
+            self.log.warning("%s: storage not fully released: %s", self._log_name, exc)
+            return
+        if removed:
+            self.log.info("%s: released storage: %s", self._log_name,
+                          ", ".join(p for p in removed if "/storage-credentials/" not in p) or "credentials")
 
     async def _ensure_image(self, ref: str) -> None:
         try:
@@ -250,6 +335,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
                 except NotFound:
                     pass
             await self._remove_container()
+            await self._release_storage()
         finally:
             await self._run(self.release)
 

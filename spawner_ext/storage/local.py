@@ -92,6 +92,16 @@ def ensure_shared_root(root: Path) -> None:
     subprocess.run(["mount", "--make-rshared", str(root)], check=True, capture_output=True, timeout=10)
 
 
+def release_root(layout: Layout) -> bool:
+    """Undo ``ensure_shared_root`` when nothing is mounted below it (tests, uninstall)."""
+    if any(p.startswith(f"{layout.root}/") for p in mount_points()):
+        return False
+    while is_mounted(layout.root):
+        if subprocess.run(["umount", str(layout.root)], capture_output=True, timeout=10).returncode:
+            return False
+    return True
+
+
 # --- pure: what the container binds -------------------------------------------------
 def bind_spec(spec: InstanceSpec, layout: Layout) -> InstanceSpec:
     """The spec as the local engine sees it: OSS mounts point at their host mount point,
