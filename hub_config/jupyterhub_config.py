@@ -58,8 +58,21 @@ c.CatalogSpawnerMixin.catalog_path = catalog_path
 state_db_url = os.environ.get("DSW_STATE_DB_URL", f"sqlite:///{state / 'dsw.sqlite'}")
 c.CatalogSpawnerMixin.state_db_url = state_db_url
 c.DSWLocalSpawner.engine_url = os.environ.get("DSW_ENGINE_URL", f"unix://{state / 'podman.sock'}")
+c.DSWLocalSpawner.attach_gpus = os.environ.get("DSW_ATTACH_GPUS", "1") != "0"
 c.Spawner.http_timeout = 60
 c.Spawner.poll_interval = 15  # notice instances that died within seconds
+
+# --- storage: OSS mount points and passwd files under DSW_STATE; at hub start, release what a
+# crash left behind (mounts and passwd files of instances whose containers no longer run) ----
+c.DSWLocalSpawner.storage_state = str(state)
+try:
+    from spawner_ext.storage.local import Layout, sweep_with_engine
+
+    _swept = sweep_with_engine(Layout.under(state), c.DSWLocalSpawner.engine_url, timeout=15)
+    if _swept:
+        print(f"released stale storage: {len(_swept)} mount point(s)/credential file(s)", file=sys.stderr)
+except Exception as exc:  # the engine may not be up yet; never block the hub's start on this
+    print(f"stale storage not swept: {exc}", file=sys.stderr)
 
 # --- single sign-on (DSW_AUTH=oidc): OpenID Connect, provider groups -> workspace roles -----
 #   DSW_OIDC_ISSUER, DSW_OIDC_CLIENT_ID, DSW_OIDC_CLIENT_SECRET, DSW_OIDC_GROUPS_CLAIM (groups),
