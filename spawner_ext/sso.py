@@ -21,7 +21,8 @@ in the catalogue or by its owner/a platform admin); the startup validation refus
 
 Who may log in: platform admins (``admin_users``), and users who are members of at least one
 workspace after step 3 (through the mapping, the YAML catalogue or an admin). Everyone else is
-refused with 403.
+refused with 403; a refused user who exists in the hub (lost every mapping) is also removed from
+all groups, so tokens issued earlier lose the workspace roles at once.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class DSWOAuthenticator(GenericOAuthenticator):
         catalog = load_catalog(self.catalog_path)  # the file may have changed since startup
         live = await asyncio.to_thread(apply_sso_roles, sessions(self.state_db_url), catalog, username, wanted)
         groups = hub_groups(live, username)
-        self.log.info("SSO login %s: provider groups %s -> workspace roles %s -> hub groups %s",
+        self.log.info("SSO login %s: provider groups %s -> mapped roles %s -> hub groups %s",
                       username, sorted(idp_groups), {w: r.value for w, r in wanted.items()}, groups)
         return set(groups)
 
@@ -209,4 +210,19 @@ class DSWOAuthenticator(GenericOAuthenticator):
             return True
         self.log.warning("SSO: %s is in no workspace (no mapped provider group, not in the catalogue): refused",
                          username)
+        self._strip_groups(username)
         return False
+
+    def _strip_groups(self, username: str) -> None:
+        """A refused login changes nothing in the hub, so a user who lost every mapping would keep
+        the groups (and the roles they carry) of their last login for existing tokens: empty them."""
+        db = getattr(self.parent, "db", None)
+        if db is None:
+            return
+        from jupyterhub import orm
+
+        user = orm.User.find(db, username)
+        if user is not None and user.groups:
+            self.log.info("SSO: removing refused user %s from %s", username, sorted(g.name for g in user.groups))
+            user.groups = []
+            db.commit()
