@@ -80,6 +80,7 @@ class CatalogSpawnerMixin(LoggingConfigurable):
                 "ws": catalog.workspace(wid), "role": role.value,
                 "images": catalog.images_for(wid),
                 "groups": [{"group": g, "types": catalog.types_for_group(g)} for g in groups],
+                "storage": catalog.storage_for(wid),
             })
         return _templates.get_template("spawn_form.html").render(
             workspaces=workspaces, kinds=list(Kind), user=self.user.name,

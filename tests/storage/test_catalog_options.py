@@ -202,3 +202,19 @@ def test_readme_storage_example_loads(write_catalog):
     data.update(yaml.safe_load(block))
     cat = load_catalog(write_catalog(data))
     assert {s.type for s in cat.storage} == {"nas", "oss"}
+
+
+def test_spawn_form_lists_storage_per_workspace(catalog):
+    import jinja2
+
+    from spawner_ext.catalog.models import Kind
+    env = jinja2.Environment(loader=jinja2.PackageLoader("spawner_ext", "templates"), autoescape=True)
+    workspaces = [{"ws": catalog.workspace(w), "role": "owner", "images": catalog.images_for(w), "groups": [],
+                   "storage": catalog.storage_for(w)} for w in ("nlp", "vision")]
+    html = env.get_template("spawn_form.html").render(workspaces=workspaces, kinds=list(Kind), user="alice")
+    assert '<input type="hidden" name="mounts" id="dsw-mounts"' in html
+    assert html.count('data-ws="vision" data-storage=') == 3 and html.count('data-ws="nlp" data-storage=') == 2
+    row = html[html.index('data-ws="vision" data-storage="datasets"'):]
+    row = row[:row.index("</tr>")]
+    assert 'value="/mnt/datasets"' in row and "checked disabled" in row  # read-only entries cannot widen
+    assert "oss-datasets" not in html and "DSW_OSS_DATASETS" not in html and "/etc/dsw" not in html
