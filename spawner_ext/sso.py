@@ -8,7 +8,8 @@ At each login (and only then: a change at the provider takes effect at the membe
 2. ``workspace_role_map`` turns them into one role per workspace; if several groups map to the
    same workspace the highest role wins (owner > admin > ops > developer > labeler > visitor);
 3. those roles are written as ``MemberChange`` rows with ``source="sso"`` in one transaction;
-   this user's earlier sso rows that no longer apply are deleted. Precedence, highest first:
+   this user's earlier sso rows that no longer apply are deleted; each change is appended to
+   the audit log (actor "sso") in the same transaction. Precedence, highest first:
    a row written by a workspace/platform admin (``source="admin"``, including a removal),
    then the YAML catalogue's membership, then the identity provider. So an admin's decision
    sticks, the YAML baseline is never overridden, and a mapping only adds members;
@@ -39,7 +40,7 @@ from traitlets import Bool, Dict, Unicode, default
 
 from . import rbac
 from .catalog import Catalog, load_catalog
-from .catalog.db import MemberChange, sessions
+from .catalog.db import AuditEvent, MemberChange, sessions
 from .catalog.live import effective_catalog
 from .catalog.models import USERNAME_PATTERN
 from .roles import Role
@@ -113,9 +114,15 @@ def apply_sso_roles(session_factory, catalog: Catalog, username: str, wanted: Ma
     yaml_members = {w.id: w.members for w in catalog.workspaces}
     with session_factory() as session, session.begin():
         rows = {r.workspace: r for r in session.scalars(select(MemberChange).where(MemberChange.user == username))}
+        def audit(action: str, ws: str, detail: str = "") -> None:
+            session.add(AuditEvent(actor="sso", action=action, workspace=ws, target=username, outcome="ok",
+                                   detail=(detail + "; " if detail else "") + "at login, from identity-provider groups"))
+
         for ws, row in rows.items():
             if row.source == "sso" and (ws not in wanted or username in yaml_members.get(ws, {})):
                 session.delete(row)
+                if ws not in wanted:
+                    audit("remove-member", ws)
         for ws, role in wanted.items():
             if username in yaml_members.get(ws, {}):
                 continue  # the catalogue decides
@@ -124,8 +131,10 @@ def apply_sso_roles(session_factory, catalog: Catalog, username: str, wanted: Ma
                 continue  # an admin decided (including a removal)
             if row is None:
                 session.add(MemberChange(workspace=ws, user=username, role=role.value, source="sso"))
+                audit("set-member", ws, f"role={role.value}")
             elif row.role != role.value:
                 row.role = role.value
+                audit("set-member", ws, f"role={role.value}")
         session.flush()
         live = effective_catalog(catalog, session)
     return live

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from spawner_ext.catalog import Catalog
-from spawner_ext.catalog.db import MemberChange, sessions
+from spawner_ext.catalog.db import AuditEvent, MemberChange, sessions
 from spawner_ext.roles import Role
 from spawner_ext.sso import RoleMapError, apply_sso_roles, hub_groups, parse_role_map, workspace_roles
 
@@ -75,6 +75,16 @@ def test_apply_writes_updates_and_removes_only_sso_rows(tmp_path):
 
     live = apply_sso_roles(factory, CAT, "carol", {})
     assert rows(factory) == {} and live.memberships("carol") == {}
+    apply_sso_roles(factory, CAT, "carol", {})  # nothing changed: nothing audited
+
+    with factory() as s:
+        events = [(e.actor, e.action, e.workspace, e.target, e.detail.split(";")[0])
+                  for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert events == [("sso", "set-member", "vision", "carol", "role=developer"),
+                      ("sso", "set-member", "nlp", "carol", "role=labeler"),
+                      ("sso", "remove-member", "nlp", "carol", "at login, from identity-provider groups"),
+                      ("sso", "set-member", "vision", "carol", "role=ops"),
+                      ("sso", "remove-member", "vision", "carol", "at login, from identity-provider groups")]
 
 
 def test_admin_rows_and_yaml_members_win(tmp_path):
