@@ -64,7 +64,8 @@ def role_scopes(ws: str, role: Role) -> list[str]:
     members = f"!group={ws_group(ws)}"
     scopes += [f"read:users:name{members}", f"read:servers{members}", f"read:groups!group={ws_group(ws)}"]
     if Action.use_own in allowed:
-        scopes += ["servers!user", "access:servers!user", "shares!user", "read:shares!user"]
+        scopes += ["servers!user", "access:servers!user", "shares!user", "read:shares!user",
+                   f"read:groups:name!group={ws_builders_group(ws)}"]  # share with the workspace
     if Action.manage_any in allowed:
         scopes += [f"servers{members}"]  # stop/restart, not open (no access:servers)
     return scopes

@@ -75,6 +75,15 @@ class Reservation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
 
 
+class WorkspaceShare(Base):
+    """An instance its creator shared with the workspace (kept in sync with membership)."""
+
+    __tablename__ = "workspace_shares"
+    workspace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    server: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

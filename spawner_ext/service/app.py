@@ -57,6 +57,18 @@ def actor_role(ctx: ops.Ctx, user: dict, ws: str) -> str | None:
     return w.members.get(user["name"]) if w else None
 
 
+@contextmanager
+def attempt(user: dict, action: str, ws: str, target: str):
+    """A change in one transaction; a refusal rolls it back, then is audited on its own."""
+    try:
+        with context(user["name"]) as ctx:
+            yield ctx
+    except ops.OpError as exc:
+        with context(user["name"]) as ctx:
+            ctx.audit(action, ws, target, "refused", exc.message)
+        raise
+
+
 def require(user: dict, action: Action, ws: str, what: str) -> None:
     """Refuse (and audit privileged refusals) unless the caller's scopes allow ``action``."""
     if can(user, action, ws):
@@ -134,41 +146,54 @@ def create_app() -> FastAPI:
         status = await hub_api.stop_server(owner, server)
         return {"stopping": f"{owner}/{server}", "hub_status": status}
 
+    @api.post("/workspaces/{ws}/instances/{owner}/share", summary="Share an own instance with the workspace")
+    async def share_instance(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
+        if owner != user["name"]:
+            raise HTTPException(403, "only an instance's creator can share it")
+        require(user, Action.use_own, ws, f"{owner}/{server}")
+        with context(user["name"]) as ctx:
+            ops.share(ctx, ws, owner, server)
+            cat = ctx.catalog
+        await hub_api.sync_shares(cat, [(owner, server)], ws)
+        return {"shared": f"{owner}/{server}", "workspace": ws}
+
+    @api.delete("/workspaces/{ws}/instances/{owner}/share", summary="Stop sharing an own instance")
+    async def unshare_instance(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
+        if owner != user["name"]:
+            raise HTTPException(403, "only an instance's creator can stop sharing it")
+        with context(user["name"]) as ctx:
+            ops.unshare(ctx, ws, owner, server)
+        await hub_api.revoke_shares(owner, server)
+        return {"unshared": f"{owner}/{server}", "workspace": ws}
+
     @api.put("/workspaces/{ws}/members/{member}", summary="Add a member or change their role")
     async def put_member(ws: str, member: str, body: MemberBody, user: dict = Depends(current_user)):
         require(user, Action.manage_members, ws, member)
-        with context(user["name"]) as ctx:
-            try:
-                ops.set_member(ctx, ws, member, body.role, actor_role=actor_role(ctx, user, ws))
-            except ops.OpError as exc:
-                _refused(user, "set-member", ws, member, exc)
+        with attempt(user, "set-member", ws, member) as ctx:
+            ops.set_member(ctx, ws, member, body.role, actor_role=actor_role(ctx, user, ws))
             ctx.audit("set-member", ws, member, "ok", f"role={body.role.value}")
-            cat = ctx.catalog
+            cat, shared = ctx.catalog, ops.shares(ctx.session, ws)
         await hub_api.sync_groups(cat, ws)
+        await hub_api.sync_shares(cat, shared, ws)
         return {"workspace": ws, "user": member, "role": body.role.value}
 
     @api.delete("/workspaces/{ws}/members/{member}", summary="Remove a member")
     async def delete_member(ws: str, member: str, user: dict = Depends(current_user)):
         require(user, Action.manage_members, ws, member)
-        with context(user["name"]) as ctx:
-            try:
-                ops.remove_member(ctx, ws, member, actor_role=actor_role(ctx, user, ws))
-            except ops.OpError as exc:
-                _refused(user, "remove-member", ws, member, exc)
+        with attempt(user, "remove-member", ws, member) as ctx:
+            ops.remove_member(ctx, ws, member, actor_role=actor_role(ctx, user, ws))
             ctx.audit("remove-member", ws, member, "ok")
-            cat = ctx.catalog
+            cat, shared = ctx.catalog, ops.shares(ctx.session, ws)
         await hub_api.sync_groups(cat, ws)
+        await hub_api.sync_shares(cat, shared, ws)
         return {"workspace": ws, "removed": member}
 
     @api.put("/workspaces/{ws}/members/{member}/quotas/{group}", summary="Cap a member inside the workspace")
     async def put_member_quota(ws: str, member: str, group: str, body: dict, user: dict = Depends(current_user)):
         require(user, Action.set_member_quota, ws, member)
         cap = capacity(body)
-        with context(user["name"]) as ctx:
-            try:
-                ops.set_member_quota(ctx, ws, member, group, cap)
-            except ops.OpError as exc:
-                _refused(user, "set-member-quota", ws, member, exc)
+        with attempt(user, "set-member-quota", ws, member) as ctx:
+            ops.set_member_quota(ctx, ws, member, group, cap)
             ctx.audit("set-member-quota", ws, f"{member}@{group}", "ok", _cap_text(cap))
         return {"workspace": ws, "user": member, "resource_group": group, **cap.model_dump()}
 
@@ -182,11 +207,8 @@ def create_app() -> FastAPI:
     async def put_allocation(group: str, ws: str, body: dict, user: dict = Depends(current_user)):
         _platform(user, "allocate", f"{group}/{ws}")
         cap = capacity(body)
-        with context(user["name"]) as ctx:
-            try:
-                ops.set_allocation(ctx, ws, group, cap)
-            except ops.OpError as exc:
-                _refused(user, "allocate", ws, group, exc)
+        with attempt(user, "allocate", ws, group) as ctx:
+            ops.set_allocation(ctx, ws, group, cap)
             ctx.audit("allocate", ws, group, "ok", _cap_text(cap))
         return {"workspace": ws, "resource_group": group, **cap.model_dump()}
 
@@ -216,13 +238,6 @@ def create_app() -> FastAPI:
 
 def _cap_text(cap: Capacity) -> str:
     return f"cpu={cap.cpu:g} memory={format_memory(cap.memory)} gpu={cap.gpu}"
-
-
-def _refused(user: dict, action: str, ws: str, target: str, exc: ops.OpError):
-    """Record a refused privileged action in its own transaction, then refuse."""
-    with context(user["name"]) as ctx:
-        ctx.audit(action, ws, target, "refused", exc.message)
-    raise exc
 
 
 def _platform(user: dict, action: str, target: str = "") -> None:
@@ -316,12 +331,13 @@ def _pages(app: FastAPI) -> None:
                         raise ops.OpError(400, f"choose a role: {', '.join(r.value for r in Role)}")
                     ops.set_member(ctx, ws, member.strip(), Role(role), actor_role=actor_role(ctx, user, ws))
                     ctx.audit("set-member", ws, member, "ok", f"role={role}")
-                cat = ctx.catalog
+                cat, shared = ctx.catalog, ops.shares(ctx.session, ws)
         except ops.OpError as exc:
             with context(user["name"]) as ctx:
                 ctx.audit("remove-member" if remove else "set-member", ws, member, "refused", exc.message)
             return back(ws, error=exc.message)
         await hub_api.sync_groups(cat, ws)
+        await hub_api.sync_shares(cat, shared, ws)
         return back(ws, message=f"{member} removed" if remove else f"{member} is now {role}")
 
     @app.post(PREFIX + "workspaces/{ws}/quotas", include_in_schema=False)

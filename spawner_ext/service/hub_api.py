@@ -8,6 +8,7 @@ import httpx
 
 from ..catalog.models import Catalog
 from ..rbac import groups as catalog_groups
+from ..roles import PERMISSIONS, Action
 
 
 def _client() -> httpx.AsyncClient:
@@ -36,6 +37,32 @@ async def sync_groups(catalog: Catalog, only_workspace: str | None = None) -> No
                 (await hub.post(f"/groups/{group}/users", json={"users": add})).raise_for_status()
             if drop := sorted(have - set(members)):
                 (await hub.request("DELETE", f"/groups/{group}/users", json={"users": drop})).raise_for_status()
+
+
+async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str) -> None:
+    """Share each (owner, server) with every member of ``ws`` whose role may use instances.
+
+    Per-user shares, not one group share: JupyterHub 5.5 resolves a token's scopes from
+    the user's own shares only (group shares do not reach API or OAuth tokens).
+    """
+    members = catalog.workspace(ws).members if catalog.workspace(ws) else {}
+    builders = {u for u, r in members.items() if r in PERMISSIONS[Action.use_own]}
+    async with _client() as hub:
+        for owner, server in shares:
+            path = f"/shares/{owner}/{server}"
+            r = await hub.get(path)
+            have = {item["user"]["name"] for item in r.json().get("items", []) if item.get("user")} \
+                if r.status_code == 200 else set()
+            for user in sorted(builders - have - {owner}):
+                (await hub.post(path, json={"user": user})).raise_for_status()
+            for user in sorted(have - builders):
+                scope = f"access:servers!server={owner}/{server}"
+                await hub.patch(path, json={"user": user, "scopes": [scope]})
+
+
+async def revoke_shares(owner: str, server: str) -> None:
+    async with _client() as hub:
+        await hub.delete(f"/shares/{owner}/{server}")
 
 
 async def server_states(users: set[str]) -> dict[tuple[str, str], str]:

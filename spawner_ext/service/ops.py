@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..catalog.db import Allocation, AuditEvent, MemberChange, MemberQuota, Reservation
+from ..catalog.db import Allocation, AuditEvent, MemberChange, MemberQuota, Reservation, WorkspaceShare
 from ..catalog.live import allocation, describe, effective_catalog
 from ..catalog.models import USERNAME_PATTERN, Capacity, Catalog
 from ..quota import usage
@@ -170,3 +170,21 @@ def instances(ctx: Ctx, ws: str) -> list[dict]:
 def instance_workspace(session: Session, user: str, server: str) -> str | None:
     r = session.scalars(select(Reservation).where(Reservation.user == user, Reservation.server == server)).first()
     return r.workspace if r else None
+
+
+def shares(session: Session, ws: str) -> list[tuple[str, str]]:
+    rows = session.scalars(select(WorkspaceShare).where(WorkspaceShare.workspace == ws))
+    return [(r.owner, r.server) for r in rows]
+
+
+def share(ctx: Ctx, ws: str, owner: str, server: str) -> None:
+    if instance_workspace(ctx.session, owner, server) != ws:
+        raise OpError(404, f"no running instance {owner}/{server or 'default'} in workspace {ws}")
+    ctx.session.merge(WorkspaceShare(workspace=ws, owner=owner, server=server))
+
+
+def unshare(ctx: Ctx, ws: str, owner: str, server: str) -> None:
+    row = ctx.session.get(WorkspaceShare, (ws, owner, server))
+    if row is None:
+        raise OpError(404, f"{owner}/{server or 'default'} is not shared with {ws}")
+    ctx.session.delete(row)

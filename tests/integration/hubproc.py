@@ -41,7 +41,7 @@ class Hub:
             "DSW_STATE": str(self.state), "DSW_CATALOG": str(self.catalog),
             "DSW_ENGINE_URL": self.engine_url, "DSW_BIND_URL": self.url,
             "DSW_HUB_PORT": str(self.hub_port), "DSW_PROXY_API_PORT": str(self.proxy_port),
-            "DSW_ADMIN_TOKEN": self.token,
+            "DSW_ADMIN_TOKEN": self.token, "DSW_SERVICE_PORT": str(free_port()),
         })
         env.update(self.extra_env)
         return env
@@ -113,6 +113,25 @@ class Hub:
                 raise RuntimeError(f"server {user}/{server} failed: {s}\n{self.log.read_text()[-2000:]}")
             time.sleep(0.2)
         raise TimeoutError(f"server {user}/{server} not ready in {timeout}s")
+
+    def wait_service(self, timeout: float = 30) -> None:
+        """The DSW service starts beside the hub; wait until the proxy reaches it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = requests.get(f"{self.url}/services/dsw/api/v1/openapi.json", timeout=5)
+            if r.status_code == 200:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the DSW service did not answer")
+
+    def wait_stopped(self, user: str, server: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.server_model(user, server)
+            if not s or not (s.get("ready") or s.get("pending")):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{user}/{server} did not stop")
 
     def stop_server(self, user: str, server: str, timeout: float = 60) -> None:
         r = self.api("DELETE", f"/users/{user}/servers/{server}", json={"remove": False})
