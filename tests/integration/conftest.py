@@ -59,13 +59,13 @@ def make_catalog(tmp_path: Path, **overrides) -> Path:
     return path
 
 
-def cleanup_engine(client: docker.DockerClient) -> None:
-    """Remove what tests made: containers and home volumes of the t-* test users."""
+def cleanup_engine(client: docker.DockerClient, prefix: str = "t-") -> None:
+    """Remove what tests made: containers and home volumes of the test users (``prefix``*)."""
     for c in client.containers.list(all=True, filters={"label": "dsw/managed=true"}):
-        if c.labels.get("dsw/user", "").startswith("t-"):
+        if c.labels.get("dsw/user", "").startswith(prefix):
             c.remove(force=True)
     for v in client.volumes.list(filters={"label": "dsw/managed=true"}):
-        if v.attrs.get("Labels", {}).get("dsw/user", "").startswith("t-"):
+        if v.attrs.get("Labels", {}).get("dsw/user", "").startswith(prefix):
             v.remove(force=True)
 
 
