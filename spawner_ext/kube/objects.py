@@ -7,6 +7,8 @@ comparing outputs and validated offline with ``kubernetes-validate``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,6 +17,7 @@ from typing import Mapping
 from ..options import safe_name
 from ..quantities import format_cpu, format_memory, parse_memory
 from ..spec import InstanceSpec, Mount
+from ..storage.credentials import Keys, StorageError
 
 GPU_RESOURCE = "nvidia.com/gpu"
 MANAGED_LABEL = "dsw/managed"
@@ -39,9 +42,12 @@ class KubeSettings:
     oss_csi_driver: str = "ru.yandex.s3.csi"
     oss_bucket_attribute: str = "bucket"
     oss_prefix_attribute: str = "prefix"
+    #: volumeAttributes keys for the entry's endpoint and region; "" leaves them out (for drivers
+    #: that read them from the Secret instead)
+    oss_endpoint_attribute: str = "endpoint"
+    oss_region_attribute: str = "region"
     oss_volume_attributes: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({"mounter": "geesefs"}))
-    oss_secret_template: str = "dsw-oss-{workspace}"
 
 
 # --- names -----------------------------------------------------------------------
@@ -52,13 +58,6 @@ def namespace_name(template: str, workspace: str) -> str:
     if not DNS_LABEL.match(name):
         raise ValueError(f"namespace template {template!r} gives {name!r}, which is not a DNS label "
                          "(lower-case letters, digits and '-', at most 63 characters)")
-    return name
-
-
-def oss_secret_name(template: str, workspace: str) -> str:
-    name = template.format(workspace=workspace)
-    if not DNS_LABEL.match(name):
-        raise ValueError(f"OSS secret template {template!r} gives {name!r}, which is not a DNS label")
     return name
 
 
@@ -79,7 +78,7 @@ def home_labels(spec: InstanceSpec) -> dict[str, str]:
 
 
 def workspace_labels(workspace: str) -> dict[str, str]:
-    """Shared per-workspace objects (namespace, OSS credentials)."""
+    """Shared per-workspace objects (namespace, network policy)."""
     return {"dsw/workspace": workspace, MANAGED_LABEL: "true"}
 
 
@@ -152,14 +151,23 @@ def nfs_volume(name: str, source: str, read_only: bool) -> dict:
 
 def csi_oss_volume(name: str, source: str, read_only: bool, *, driver: str, secret_name: str,
                    bucket_attribute: str = "bucket", prefix_attribute: str = "prefix",
-                   attributes: Mapping[str, str] | None = None) -> dict:
-    """``bucket[/prefix]`` as an inline CSI volume; credentials come from ``secret_name``."""
+                   endpoint: str = "", region: str = "", endpoint_attribute: str = "",
+                   region_attribute: str = "", attributes: Mapping[str, str] | None = None) -> dict:
+    """``bucket[/prefix]`` as an inline CSI volume; credentials come from ``secret_name`` (a
+    Secret in the pod's namespace, handed to the driver as nodePublishSecretRef). The endpoint
+    and region go into volumeAttributes under the given keys (an empty key leaves one out)."""
     bucket, _, prefix = source.strip("/").partition("/")
     if not bucket:
         raise ValueError(f"OSS source {source!r} must look like bucket or bucket/prefix")
+    if not DNS_LABEL.match(secret_name or ""):
+        raise ValueError(f"OSS secret name {secret_name!r} is not a DNS label")
     volume_attributes = {**(attributes or {}), bucket_attribute: bucket}
     if prefix:
         volume_attributes[prefix_attribute] = prefix
+    if endpoint_attribute and endpoint:
+        volume_attributes[endpoint_attribute] = endpoint
+    if region_attribute and region:
+        volume_attributes[region_attribute] = region
     return {"name": name, "csi": {
         "driver": driver, "readOnly": read_only,
         "volumeAttributes": {k: str(v) for k, v in volume_attributes.items()},
@@ -167,28 +175,63 @@ def csi_oss_volume(name: str, source: str, read_only: bool, *, driver: str, secr
     }}
 
 
-def volume_and_mount(mount: Mount, index: int, settings: KubeSettings, workspace: str) -> tuple[dict, dict]:
+def oss_secret_ref(mount: Mount) -> str:
+    """The Secret (in the workspace namespace) that holds an OSS mount's keys, from the
+    catalogue entry's ``credentials.secret``; refused when the entry names none."""
+    secret = mount.credentials.secret if mount.credentials else None
+    if not secret:
+        raise ValueError(f"storage {mount.storage or mount.source!r} names no Kubernetes Secret: on Kubernetes "
+                         "the catalogue entry needs oss.credentials.secret")
+    return secret
+
+
+def oss_keys(data: Mapping[str, str] | None, *, secret: str, namespace: str, storage: str,
+             access_key_field: str = "accessKeyID", secret_key_field: str = "secretAccessKey") -> Keys:
+    """Keys from a Secret's ``data`` (base64 values, as the API returns them). Errors name the
+    Secret and the missing field, never a value."""
+    data = data or {}
+    who = f"storage {storage!r}: Secret {secret} in namespace {namespace}"
+    missing = [f for f in (access_key_field, secret_key_field) if not data.get(f)]
+    if missing:
+        raise StorageError(f"{who} lacks {' and '.join(missing)} (the platform puts the access key in "
+                           f"{access_key_field} and the secret key in {secret_key_field})")
+    try:
+        access, secret_key = (base64.b64decode(data[f], validate=True).decode().strip()
+                              for f in (access_key_field, secret_key_field))
+    except (binascii.Error, UnicodeDecodeError):
+        raise StorageError(f"{who} holds a key that is not base64-encoded text") from None
+    if not access or not secret_key:
+        raise StorageError(f"{who} holds an empty key")
+    return Keys(access, secret_key)
+
+
+HOST_REFUSAL = ("is a folder on one machine (a NAS entry with only host_path); Kubernetes nodes do not share "
+                "it: give the catalogue entry nas.nfs to mount it here")
+
+
+def volume_and_mount(mount: Mount, index: int, settings: KubeSettings) -> tuple[dict, dict]:
     """One spec mount -> (pod volume, container volumeMount), read-only on both sides."""
     name = volume_name(mount, index)
     if mount.type == "volume":
         volume = {"name": name, "persistentVolumeClaim": {"claimName": mount.source, "readOnly": mount.read_only}}
     elif mount.type == "host":
-        volume = {"name": name, "hostPath": {"path": mount.source, "type": "Directory"}}
+        raise ValueError(f"storage {mount.storage or mount.source!r} {HOST_REFUSAL}")
     elif mount.type == "nfs":
         volume = nfs_volume(name, mount.source, mount.read_only)
     elif mount.type == "oss":
         volume = csi_oss_volume(
             name, mount.source, mount.read_only, driver=settings.oss_csi_driver,
-            secret_name=oss_secret_name(settings.oss_secret_template, workspace),
+            secret_name=oss_secret_ref(mount),
             bucket_attribute=settings.oss_bucket_attribute, prefix_attribute=settings.oss_prefix_attribute,
-            attributes=settings.oss_volume_attributes)
+            endpoint=mount.endpoint, region=mount.region, endpoint_attribute=settings.oss_endpoint_attribute,
+            region_attribute=settings.oss_region_attribute, attributes=settings.oss_volume_attributes)
     else:
         raise ValueError(f"mount type {mount.type!r} is not supported on Kubernetes")
     return volume, {"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only}
 
 
 def volumes(spec: InstanceSpec, settings: KubeSettings) -> tuple[list[dict], list[dict]]:
-    pairs = [volume_and_mount(m, i, settings, spec.workspace) for i, m in enumerate(spec.all_mounts)]
+    pairs = [volume_and_mount(m, i, settings) for i, m in enumerate(spec.all_mounts)]
     names = [v["name"] for v, _ in pairs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -259,17 +302,6 @@ def home_pvc_manifest(spec: InstanceSpec, settings: KubeSettings) -> dict | None
                          "namespace": namespace_name(settings.namespace_template, spec.workspace),
                          "labels": home_labels(spec)},
             "spec": pvc_spec}
-
-
-def oss_secret_manifest(namespace: str, name: str, workspace: str, *, access_key: str, secret_key: str,
-                        endpoint: str, region: str = "") -> dict:
-    """Per-workspace OSS credentials in the keys common S3 CSI drivers read."""
-    data = {"accessKeyID": access_key, "secretAccessKey": secret_key, "endpoint": endpoint}
-    if region:
-        data["region"] = region
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": namespace, "labels": workspace_labels(workspace)},
-            "stringData": data}
 
 
 def network_policy_manifest(namespace: str, workspace: str, peer_namespace: str,

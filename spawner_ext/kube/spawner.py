@@ -1,17 +1,23 @@
 """DSWKubeSpawner: instances as pods, one namespace per workspace.
 
 Thin glue over kubespawner. The spec comes from the shared core
-(``CatalogSpawnerMixin.resolve_spec``); pod fields, the namespace, the home PVC and
-OSS credentials come from the pure builders in ``objects.py``. Hooks overridden:
-``load_user_options`` (spec -> kubespawner traits, plus the namespace/PVC/secret this
-instance needs), ``get_pod_manifest`` (exact resource quantities), ``start``
-(fail fast when the image cannot be pulled) and ``progress`` (DSW messages).
+(``CatalogSpawnerMixin.resolve_spec``); pod fields, the namespace and the home PVC come
+from the pure builders in ``objects.py``. Hooks overridden: ``load_user_options`` (spec ->
+kubespawner traits; quota admission and the storage check, both before anything is
+created; then the namespace/PVC this instance needs), ``get_pod_manifest`` (exact resource
+quantities), ``start`` (fail fast when the image cannot be pulled; release the quota
+reservation when a start fails), ``stop`` (release the reservation) and ``progress``
+(DSW messages).
+
+OSS keys: each OSS mount's catalogue entry names a Secret (``credentials.secret``) in the
+workspace namespace, created by the platform team. The pod gets it only as the CSI
+volume's ``nodePublishSecretRef``; the hub reads it (``get secrets``) to check access with
+boto3 before the pod is created, and never writes it anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 
 from kubernetes_asyncio.client import ApiException, V1ResourceRequirements
 from kubespawner import KubeSpawner
@@ -20,7 +26,8 @@ from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from ..catalog_spawner import CatalogSpawnerMixin
-from ..spec import InstanceSpec
+from ..spec import InstanceSpec, Mount
+from ..storage.credentials import Keys, StorageError, check_oss
 from . import objects
 
 
@@ -66,17 +73,27 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
     oss_volume_attributes = Dict(
         {"mounter": "geesefs"}, config=True, help="Extra CSI volumeAttributes for every OSS volume.",
     )
-    oss_secret_template = Unicode(
-        "dsw-oss-{workspace}", config=True,
-        help="Per-workspace Secret (in the workspace namespace) with OSS credentials, "
-             "referenced as the CSI nodePublishSecretRef.",
+    oss_endpoint_attribute = Unicode(
+        "endpoint", config=True,
+        help="CSI volumeAttributes key that receives the storage entry's endpoint URL; empty: not passed "
+             "(for drivers that read the endpoint from the Secret).",
     )
-    oss_endpoint = Unicode(os.environ.get("DSW_OSS_ENDPOINT", ""), config=True, help="S3 endpoint URL of the OSS.")
-    oss_region = Unicode(os.environ.get("DSW_OSS_REGION", ""), config=True, help="S3 region of the OSS, if any.")
-    oss_access_key = Unicode(os.environ.get("DSW_OSS_ACCESS_KEY_ID", ""), config=True,
-                             help="OSS access key copied into the per-workspace Secret.")
-    oss_secret_key = Unicode(os.environ.get("DSW_OSS_SECRET_ACCESS_KEY", ""), config=True,
-                             help="OSS secret key copied into the per-workspace Secret.")
+    oss_region_attribute = Unicode(
+        "region", config=True,
+        help="CSI volumeAttributes key that receives the storage entry's region (when it has one); "
+             "empty: not passed.",
+    )
+    oss_secret_access_key_field = Unicode(
+        "accessKeyID", config=True,
+        help="Key of the access key in an OSS entry's Secret (csi-s3 reads accessKeyID).",
+    )
+    oss_secret_secret_key_field = Unicode(
+        "secretAccessKey", config=True,
+        help="Key of the secret key in an OSS entry's Secret (csi-s3 reads secretAccessKey).",
+    )
+    storage_timeout = Float(
+        15, config=True, help="Seconds for the OSS access check (boto3) run before each pod is created.",
+    )
     network_policy_peers = Dict(
         {}, config=True,
         help="When set, each workspace namespace gets a NetworkPolicy that admits connections to "
@@ -123,8 +140,9 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             oss_csi_driver=self.oss_csi_driver,
             oss_bucket_attribute=self.oss_bucket_attribute,
             oss_prefix_attribute=self.oss_prefix_attribute,
+            oss_endpoint_attribute=self.oss_endpoint_attribute,
+            oss_region_attribute=self.oss_region_attribute,
             oss_volume_attributes=dict(self.oss_volume_attributes),
-            oss_secret_template=self.oss_secret_template,
         )
 
     # --- options -> traits ---------------------------------------------------------
@@ -169,10 +187,15 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
         try:
             fields = self.apply_spec(spec)
         except ValueError as exc:
-            raise web.HTTPError(400, log_message=f"cannot place this instance on Kubernetes: {exc}") from None
+            raise web.HTTPError(400, log_message=f"cannot place this instance on Kubernetes: {exc}"
+                                .replace("%", "%%"), reason=None) from None
         self._dsw_message(
             f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
             f"({spec.instance_type}, resource group {spec.resource_group}, namespace {fields.namespace})")
+        # Quota first, as on the local backend: a refusal (403) leaves nothing behind.
+        await asyncio.to_thread(self.admit, spec)
+        self._dsw_admitted = True
+        await self._dsw_storage_preflight(spec, fields.namespace)  # 400 before anything is created
         if self.create_namespaces:
             await self._dsw_create(self.api.create_namespace,
                                    objects.namespace_manifest(fields.namespace, spec.workspace))
@@ -188,8 +211,49 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                                              pvc, namespace=fields.namespace)
             if created:
                 self._dsw_message(f"Created home volume {pvc['metadata']['name']}")
-        if any(m.type == "oss" for m in spec.all_mounts):
-            await self._dsw_oss_secret(spec, fields.namespace)
+        for m in spec.mounts:
+            mode = "read-only" if m.read_only else "read-write"
+            how = (f"CSI driver {self.oss_csi_driver}, Secret {objects.oss_secret_ref(m)}" if m.type == "oss"
+                   else "NFS volume")
+            self._dsw_message(f"Mounting {m.url} at {m.mount_path} ({mode}; {how})")
+
+    # --- storage: OSS access checked with the keys of the entry's Secret ------------
+    async def _dsw_storage_preflight(self, spec: InstanceSpec, namespace: str) -> None:
+        """Each OSS mount: read its Secret and check the bucket and prefix with boto3 (in a
+        thread, with timeouts). A problem is a 400 naming the storage; nothing is created yet."""
+        try:
+            for m in spec.mounts:
+                if m.type != "oss":
+                    continue
+                self._dsw_message(f"Checking access to {m.url} for {m.mount_path}")
+                keys = await self._dsw_oss_keys(m, namespace)
+                try:
+                    await asyncio.wait_for(
+                        asyncio.to_thread(check_oss, m, keys, timeout=self.storage_timeout),
+                        self.storage_timeout * 2 + 5)
+                except asyncio.TimeoutError:
+                    raise StorageError(f"storage {m.storage!r} ({m.url} at {m.endpoint}): "
+                                       "the access check timed out") from None
+        except StorageError as exc:
+            raise web.HTTPError(400, log_message=str(exc).replace("%", "%%"), reason=None) from None
+
+    async def _dsw_oss_keys(self, mount: Mount, namespace: str) -> Keys:
+        name = objects.oss_secret_ref(mount)
+        where = f"storage {mount.storage!r}: Secret {name} in namespace {namespace}"
+        try:
+            secret = await asyncio.wait_for(self.api.read_namespaced_secret(name, namespace),
+                                            self.k8s_api_request_timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise StorageError(f"{where} does not exist (the platform team creates it with the keys "
+                                   f"{self.oss_secret_access_key_field} and {self.oss_secret_secret_key_field})"
+                                   ) from None
+            raise StorageError(f"{where} cannot be read ({exc.status} {exc.reason})") from None
+        except asyncio.TimeoutError:
+            raise StorageError(f"{where} cannot be read (the API server did not answer)") from None
+        return objects.oss_keys(secret.data, secret=name, namespace=namespace, storage=mount.storage,
+                                access_key_field=self.oss_secret_access_key_field,
+                                secret_key_field=self.oss_secret_secret_key_field)
 
     @property
     def api_networking(self):
@@ -207,19 +271,6 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                 500, log_message=f"cannot create {body['kind']} {body['metadata']['name']}: "
                                  f"{exc.status} {exc.reason}") from None
 
-    async def _dsw_oss_secret(self, spec: InstanceSpec, namespace: str) -> None:
-        if not (self.oss_access_key and self.oss_secret_key and self.oss_endpoint):
-            raise web.HTTPError(500, log_message="this instance mounts OSS but the hub has no OSS "
-                                                 "endpoint and keys configured")
-        name = objects.oss_secret_name(self.oss_secret_template, spec.workspace)
-        secret = objects.oss_secret_manifest(namespace, name, spec.workspace, access_key=self.oss_access_key,
-                                             secret_key=self.oss_secret_key, endpoint=self.oss_endpoint,
-                                             region=self.oss_region)
-        if not await self._dsw_create(self.api.create_namespaced_secret, secret, namespace=namespace):
-            # keys may have been rotated since the workspace's first OSS mount
-            await asyncio.wait_for(self.api.patch_namespaced_secret(name, namespace, body=secret),
-                                   self.k8s_api_request_timeout)
-
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()
         if self._dsw_fields is not None:
@@ -227,14 +278,27 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             pod.spec.containers[0].resources = V1ResourceRequirements(**self._dsw_fields.resources)
         return pod
 
-    # --- start: fail fast when the image cannot be pulled ------------------------
+    # --- start: fail fast when the image cannot be pulled; quota released on failure ---
+    _dsw_admitted = False
+
     def start(self):
-        self._dsw_events, self._dsw_failure = [], None
+        self._dsw_events, self._dsw_failure, self._dsw_admitted = [], None, False
         inner = super().start()  # kubespawner's own start future (sets self._start_future)
         self._start_future = asyncio.ensure_future(self._dsw_guard(inner))
         return self._start_future
 
     async def _dsw_guard(self, inner: asyncio.Future):
+        try:
+            return await self._dsw_watch(inner)
+        except BaseException:
+            if not inner.done():
+                inner.cancel()
+            if self._dsw_admitted:  # a refused admission reserved nothing
+                self._dsw_admitted = False
+                await asyncio.to_thread(self.release)
+            raise
+
+    async def _dsw_watch(self, inner: asyncio.Future):
         while True:
             done, _ = await asyncio.wait({inner}, timeout=self.failure_check_interval)
             if done:
@@ -253,7 +317,14 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             self._dsw_failure = message
             self._dsw_message(message)
             await self.stop(now=True)
-            raise web.HTTPError(500, log_message=message)
+            raise web.HTTPError(500, log_message=message.replace("%", "%%"), reason=None)
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self._dsw_admitted = False
+            await asyncio.to_thread(self.release)
 
     async def progress(self):
         """kubespawner's pod events, with the DSW's own messages woven in; a failure comes last."""

@@ -333,8 +333,14 @@ class MockOrmSpawner(Mock):
     server = None
 
 
+@pytest.fixture
+def state_db_url(tmp_path) -> str:
+    """The DSW state database (quota reservations) of one test: a temp sqlite file."""
+    return f"sqlite:///{tmp_path}/dsw-state.sqlite"
+
+
 @pytest_asyncio.fixture
-async def make_spawner(emulator, catalog_path, tmp_path, monkeypatch):
+async def make_spawner(emulator, catalog_path, state_db_url, tmp_path, monkeypatch):
     """Build DSWKubeSpawner instances against the emulator (inside the running loop)."""
     from traitlets.config import Config
 
@@ -351,6 +357,8 @@ async def make_spawner(emulator, catalog_path, tmp_path, monkeypatch):
     def make(user="alice", name="", options=None, **config):
         cfg = Config()
         cfg.DSWKubeSpawner.catalog_path = str(catalog_path)
+        # quota reservations (the mixin's admit/release) in a database of this test only
+        cfg.DSWKubeSpawner.state_db_url = state_db_url
         cfg.DSWKubeSpawner.k8s_api_host = str(emulator.url).rstrip("/")
         cfg.DSWKubeSpawner.failure_check_interval = 0.05
         cfg.DSWKubeSpawner.start_timeout = 30  # a cap so a broken spawner fails instead of hanging

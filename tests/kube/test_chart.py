@@ -91,17 +91,23 @@ async def test_default_values(render):
     assert config["jupyterhub_config.py"] == (CHART / "files" / "jupyterhub_config.py").read_text()
     settings = json.loads(config["settings.json"])
     assert settings["singleuser"]["createNamespaces"] is True
-    assert "accessKey" not in settings["singleuser"]["oss"]  # secrets stay in the Secret
+    assert settings["singleuser"]["oss"]["secretKeys"] == {"accessKey": "accessKeyID",
+                                                           "secretKey": "secretAccessKey"}
     assert settings["hub"]["namespace"] == "dsw"
 
     secret = one(objects, "Secret", "dsw-hub-hub")["data"]
     cookie = base64.b64decode(secret["cookie-secret"]).decode()
     assert len(cookie) == 64 and bytes.fromhex(cookie)
     assert base64.b64decode(secret["db-url"]) == b"sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+    assert set(secret) == {"cookie-secret", "proxy-token", "db-url"}  # no storage keys in the hub's Secret
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DSW_STATE"]["value"] == "/srv/jupyterhub" and "DSW_STATE_DB_URL" not in env
 
     # dynamic workspaces: a ClusterRole that may create namespaces, bound to the hub
     role = one(objects, "ClusterRole", "dsw-dsw-hub-hub")
     resources = {r for rule in role["rules"] for r in rule["resources"]}
+    (secrets,) = [rule for rule in role["rules"] if rule["resources"] == ["secrets"]]
+    assert secrets["verbs"] == ["get"]  # the hub reads OSS Secrets, never writes them
     assert resources == {"pods", "events", "persistentvolumeclaims", "secrets", "services",
                          "networkpolicies", "namespaces"}
     assert result["created"] == len(objects)  # Helm really created them in the emulator
@@ -146,7 +152,9 @@ async def test_maximal_values(render):
     assert settings["singleuser"]["createNamespaces"] is False
     secret = {k: base64.b64decode(v).decode() for k, v in one(objects, "Secret", "dsw-hub-hub")["data"].items()}
     assert secret["db-url"] == values["hub"]["db"]["url"]
-    assert secret["oss-secret-key"] == "example-secret-key"
+    assert "oss-secret-key" not in secret
+    env = {e["name"]: e for e in hub["spec"]["containers"][0]["env"]}
+    assert env["DSW_STATE_DB_URL"]["valueFrom"]["secretKeyRef"]["key"] == "db-url"  # DSW state next to the hub's
     assert secret["cookie-secret"] == values["hub"]["cookieSecret"]
     assert "https://dsw.example.com/" in result["notes"]
 
@@ -182,6 +190,8 @@ async def test_checksums_follow_config_and_secrets(render):
     ({"rbac": {"workspaces": ["Vision"]}}, "/rbac/workspaces/0"),
     ({"hub": {"cookieSecret": "short"}}, "/hub/cookieSecret"),
     ({"ingress": {"tls": [{"secretName": "x", "hosts": [], "extra": 1}]}}, "additional properties 'extra'"),
+    # keys no longer pass through the chart: an old values file is refused, naming the key
+    ({"singleuser": {"oss": {"accessKey": "AK"}}}, "additional properties 'accessKey' not allowed"),
 ])
 async def test_invalid_values_are_refused(render, values, message):
     result = await render(values)
@@ -205,9 +215,7 @@ async def test_hub_config_file_sets_real_spawner_traits(render, monkeypatch):
     env = {"DSW_CONFIG_DIR": str(config_dir),
            "DSW_COOKIE_SECRET": base64.b64decode(secret["cookie-secret"]).decode(),
            "CONFIGPROXY_AUTH_TOKEN": base64.b64decode(secret["proxy-token"]).decode(),
-           "DSW_DB_URL": base64.b64decode(secret["db-url"]).decode(),
-           "DSW_OSS_ACCESS_KEY_ID": base64.b64decode(secret["oss-access-key"]).decode(),
-           "DSW_OSS_SECRET_ACCESS_KEY": base64.b64decode(secret["oss-secret-key"]).decode()}
+           "DSW_DB_URL": base64.b64decode(secret["db-url"]).decode()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     c = Config()
@@ -222,8 +230,9 @@ async def test_hub_config_file_sets_real_spawner_traits(render, monkeypatch):
     s = c.DSWKubeSpawner
     assert (s.workspace_namespace_template, s.create_namespaces, s.home_storage_class, s.home_size) == (
         "team-{workspace}", False, "ceph-rbd", "50Gi")
-    assert (s.oss_access_key, s.oss_secret_key, s.oss_endpoint) == (
-        "AKIAEXAMPLE", "example-secret-key", "https://oss.example.com")
+    assert (s.oss_endpoint_attribute, s.oss_region_attribute, s.oss_secret_access_key_field,
+            s.oss_secret_secret_key_field, s.storage_timeout) == (
+        "endpointUrl", "", "access_key_id", "secret_access_key", 30)
     assert s.network_policy_peers["namespace"] == "dsw"
     assert [p["app.kubernetes.io/component"] for p in s.network_policy_peers["podLabels"]] == ["hub", "proxy"]
     assert (config_dir / "catalog.yaml").read_text() == yaml.safe_load(VALUES_MAX.read_text())["catalog"]

@@ -13,7 +13,6 @@ from spawner_ext.kube.spawner import DSWKubeSpawner
 from spawner_ext.spec import START_URL
 
 from .conftest import live_objects
-from .validation import assert_valid
 
 GROUPS = {
     "public-cpu": {"instance_type": "cpu-small", "image": "nb-cpu"},
@@ -172,33 +171,6 @@ async def test_refused_options_create_nothing(make_spawner, kubelet, emulator):
     assert caught.value.status_code == 403
     assert "not a member of workspace 'vision'" in caught.value.log_message
     assert live_objects(emulator, "pods") == [] and emulator.namespaces == {}
-
-
-async def test_oss_mount_creates_the_workspace_secret(make_spawner, kubelet, emulator, catalog_path):
-    import dataclasses
-
-    from spawner_ext.catalog import load_catalog
-    from spawner_ext.options import resolve
-    from spawner_ext.spec import Mount
-
-    spawner = make_spawner(user="alice", oss_endpoint="https://oss.example.com", oss_access_key="AK",
-                           oss_secret_key="SK")
-    spec = resolve(load_catalog(catalog_path), "alice", "", {"workspace": "vision"})
-    spec = dataclasses.replace(spec, mounts=(Mount(type="oss", source="data/x", mount_path="/mnt/oss"),))
-    spawner.resolve_spec = lambda: spec  # the storage issue will put OSS mounts in the spec
-    await spawner.start()
-    (secret,) = live_objects(emulator, "secrets")
-    assert secret["metadata"]["name"] == "dsw-oss-vision"
-    assert secret["stringData"]["accessKeyID"] == "AK"
-    assert_valid({k: v for k, v in secret.items() if k != "status"})
-    pod = pods(emulator)["dsw-alice"]
-    oss = next(v for v in pod["spec"]["volumes"] if "csi" in v)
-    assert oss["csi"]["nodePublishSecretRef"] == {"name": "dsw-oss-vision"}
-
-    missing = make_spawner(user="bob")
-    missing.resolve_spec = lambda: dataclasses.replace(spec, user="bob")
-    with pytest.raises(web.HTTPError, match="no OSS endpoint and keys"):
-        await missing.start()
 
 
 async def test_new_workspace_namespace_gets_the_network_policy(make_spawner, kubelet, emulator):

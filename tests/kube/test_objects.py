@@ -3,6 +3,7 @@ strictly against the pinned Kubernetes schema."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -12,7 +13,8 @@ from spawner_ext.kube import objects
 from spawner_ext.kube.objects import KubeSettings
 from spawner_ext.options import resolve
 from spawner_ext.catalog.models import Kind
-from spawner_ext.spec import START_URL, Mount
+from spawner_ext.spec import START_URL, Mount, OssCredentials
+from spawner_ext.storage.credentials import Keys, StorageError
 
 from .validation import assert_valid
 
@@ -117,7 +119,7 @@ def test_terminal_kind_lands_on_a_terminal(catalog):
 def test_nfs_volume_read_only_on_volume_and_mount():
     mount = Mount(type="nfs", source="nas.example.com:/exports/vision", mount_path="/mnt/nas", read_only=True,
                   name="team-nas")
-    volume, volume_mount = objects.volume_and_mount(mount, 0, SETTINGS, "vision")
+    volume, volume_mount = objects.volume_and_mount(mount, 0, SETTINGS)
     assert volume == {"name": "team-nas", "nfs": {"server": "nas.example.com", "path": "/exports/vision",
                                                   "readOnly": True}}
     assert volume_mount == {"name": "team-nas", "mountPath": "/mnt/nas", "readOnly": True}
@@ -125,24 +127,63 @@ def test_nfs_volume_read_only_on_volume_and_mount():
         objects.nfs_volume("x", "nas.example.com/exports", False)
 
 
-def test_oss_volume_is_inline_csi_with_the_workspace_secret():
+def oss_mount(**kw):
+    base = dict(type="oss", source="datasets/vision/raw", mount_path="/mnt/oss", read_only=False,
+                storage="datasets", endpoint="https://oss.example.com", region="eu-1",
+                credentials=OssCredentials(secret="oss-datasets", file="/etc/x"))
+    return Mount(**{**base, **kw})
+
+
+def test_oss_volume_is_inline_csi_with_the_entry_secret_endpoint_and_region():
     settings = KubeSettings(oss_csi_driver="s3.csi.example.com", oss_volume_attributes={"mounter": "s3fs"},
-                            oss_secret_template="oss-{workspace}")
-    mount = Mount(type="oss", source="datasets/vision/raw", mount_path="/mnt/oss", read_only=False)
-    volume, volume_mount = objects.volume_and_mount(mount, 3, settings, "vision")
+                            oss_endpoint_attribute="endpointUrl", oss_region_attribute="awsRegion")
+    volume, volume_mount = objects.volume_and_mount(oss_mount(), 3, settings)
     assert volume == {"name": "oss-3", "csi": {
         "driver": "s3.csi.example.com", "readOnly": False,
-        "volumeAttributes": {"mounter": "s3fs", "bucket": "datasets", "prefix": "vision/raw"},
-        "nodePublishSecretRef": {"name": "oss-vision"}}}
+        "volumeAttributes": {"mounter": "s3fs", "bucket": "datasets", "prefix": "vision/raw",
+                             "endpointUrl": "https://oss.example.com", "awsRegion": "eu-1"},
+        "nodePublishSecretRef": {"name": "oss-datasets"}}}
     assert volume_mount == {"name": "oss-3", "mountPath": "/mnt/oss", "readOnly": False}
-    ro, ro_mount = objects.volume_and_mount(dataclasses.replace(mount, read_only=True), 3, settings, "vision")
+    ro, ro_mount = objects.volume_and_mount(oss_mount(read_only=True), 3, settings)
     assert ro["csi"]["readOnly"] is True and ro_mount["readOnly"] is True
     with pytest.raises(ValueError, match="bucket"):
         objects.csi_oss_volume("x", "/", False, driver="d", secret_name="s")
 
 
+def test_oss_endpoint_and_region_attributes_can_be_left_out():
+    default, _ = objects.volume_and_mount(oss_mount(region=""), 0, SETTINGS)
+    assert default["csi"]["volumeAttributes"] == {"mounter": "geesefs", "bucket": "datasets", "prefix": "vision/raw",
+                                                  "endpoint": "https://oss.example.com"}
+    bare, _ = objects.volume_and_mount(oss_mount(), 0, KubeSettings(oss_endpoint_attribute="",
+                                                                    oss_region_attribute=""))
+    assert set(bare["csi"]["volumeAttributes"]) == {"mounter", "bucket", "prefix"}
+
+
+def test_oss_mount_without_a_secret_and_host_folders_are_refused():
+    with pytest.raises(ValueError, match="storage 'datasets' names no Kubernetes Secret"):
+        objects.volume_and_mount(oss_mount(credentials=OssCredentials(file="/etc/x")), 0, SETTINGS)
+    host = Mount(type="host", source="/srv/nas/vision", mount_path="/mnt/nas", storage="vision-local")
+    with pytest.raises(ValueError, match="storage 'vision-local' is a folder on one machine.*nas.nfs"):
+        objects.volume_and_mount(host, 0, SETTINGS)
+
+
+def test_oss_keys_from_secret_data():
+    enc = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    keys = objects.oss_keys({"accessKeyID": enc("AK"), "secretAccessKey": enc("SK\n")}, secret="s",
+                            namespace="dsw-vision", storage="datasets")
+    assert keys == Keys("AK", "SK")
+    assert objects.oss_keys({"a": enc("A"), "b": enc("B")}, secret="s", namespace="n", storage="d",
+                            access_key_field="a", secret_key_field="b") == Keys("A", "B")
+    with pytest.raises(StorageError, match="storage 'datasets': Secret s in namespace dsw-vision lacks "
+                                           "secretAccessKey"):
+        objects.oss_keys({"accessKeyID": enc("AK")}, secret="s", namespace="dsw-vision", storage="datasets")
+    with pytest.raises(StorageError, match="not base64"):
+        objects.oss_keys({"accessKeyID": "%%%", "secretAccessKey": enc("SK-VALUE")}, secret="s",
+                         namespace="n", storage="d")
+
+
 def test_duplicate_volume_names_are_refused(cpu_spec):
-    spec = dataclasses.replace(cpu_spec, mounts=(Mount(type="host", source="/data", mount_path="/d", name="home"),))
+    spec = dataclasses.replace(cpu_spec, mounts=(Mount(type="nfs", source="nas:/x", mount_path="/d", name="home"),))
     with pytest.raises(ValueError, match="duplicate volume names: home"):
         objects.volumes(spec, SETTINGS)
 
@@ -162,14 +203,9 @@ def test_home_pvc(cpu_spec):
     assert_valid(pvc)
 
 
-def test_namespace_and_secret_objects_validate():
+def test_namespace_object_validates():
     ns = assert_valid(objects.namespace_manifest("dsw-vision", "vision"))
     assert ns["metadata"]["labels"] == {"dsw/workspace": "vision", "dsw/managed": "true"}
-    secret = assert_valid(objects.oss_secret_manifest("dsw-vision", "dsw-oss-vision", "vision", access_key="AK",
-                                                      secret_key="SK", endpoint="https://oss.example.com",
-                                                      region="eu-1"))
-    assert secret["stringData"] == {"accessKeyID": "AK", "secretAccessKey": "SK",
-                                    "endpoint": "https://oss.example.com", "region": "eu-1"}
 
 
 def test_the_validator_refuses_unknown_fields(cpu_spec):
@@ -218,22 +254,24 @@ async def test_spawner_pod_manifest_validates(make_spawner, catalog, kind, group
 
 
 async def test_pod_with_every_volume_kind_validates(make_spawner, cpu_spec):
+    """nfs and CSI volumes (and PVCs) in a real pod manifest validate strictly."""
     spawner = make_spawner()
     spec = dataclasses.replace(cpu_spec, mounts=(
         Mount(type="nfs", source="nas:/exports/a", mount_path="/mnt/nas", read_only=True, name="nas"),
-        Mount(type="oss", source="bucket/prefix", mount_path="/mnt/oss", read_only=True, name="oss"),
-        Mount(type="host", source="/srv/data", mount_path="/mnt/data", name="data"),
+        oss_mount(mount_path="/mnt/oss", read_only=True, name="oss"),
+        oss_mount(mount_path="/mnt/oss-rw", name="oss-rw", region=""),
         Mount(type="volume", source="shared-pvc", mount_path="/mnt/shared", read_only=True, name="shared"),
     ))
     spawner.apply_spec(spec)
     pod = assert_valid(await spawner.get_pod_manifest())
     names = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert set(names) == {"home", "nas", "oss", "data", "shared"}
-    assert names["oss"]["csi"]["nodePublishSecretRef"] == {"name": "dsw-oss-vision"}
+    assert set(names) == {"home", "nas", "oss", "oss-rw", "shared"}
+    assert names["oss"]["csi"]["nodePublishSecretRef"] == {"name": "oss-datasets"}
+    assert names["oss"]["csi"]["volumeAttributes"]["endpoint"] == "https://oss.example.com"
+    assert names["nas"]["nfs"] == {"server": "nas", "path": "/exports/a", "readOnly": True}
     mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["nas"]["readOnly"] and mounts["oss"]["readOnly"] and mounts["shared"]["readOnly"]
-    assert not mounts["home"].get("readOnly")
-
+    assert not mounts["home"].get("readOnly") and not mounts["oss-rw"]["readOnly"]
 
 
 def test_network_policy_admits_only_the_listed_peers():

@@ -1,5 +1,6 @@
-"""The pod spec DSWKubeSpawner generates really runs: `podman kube play` it (host folder
-as home; podman ignores GPU limits, nodeSelector and tolerations) and reach the server.
+"""The pod spec DSWKubeSpawner generates really runs: `podman kube play` it (the home PVC
+swapped for a host folder after validation: the spawner itself refuses host folders; podman
+ignores GPU limits, nodeSelector and tolerations) and reach the server.
 
 Skipped when podman or the managed CPU image (images/images.yaml, id notebook-cpu; or
 $DSW_TEST_NOTEBOOK_IMAGE) is missing.
@@ -24,7 +25,6 @@ from aiohttp import web
 
 from spawner_ext.catalog import load_catalog
 from spawner_ext.options import resolve
-from spawner_ext.spec import Mount
 
 from .validation import assert_valid
 
@@ -59,12 +59,15 @@ async def test_generated_pod_runs_under_podman(make_spawner, catalog_path, tmp_p
     home.mkdir()
     home.chmod(0o777)
     spec = resolve(load_catalog(catalog_path), "alice", "", {"workspace": "vision", "kind": "notebook"})
-    spec = dataclasses.replace(spec, image=IMAGE,
-                               home=Mount(type="host", source=str(home), mount_path="/home/jovyan", name="home"))
+    spec = dataclasses.replace(spec, image=IMAGE)
     spawner = make_spawner(user="alice")
     spawner.port = free_port()
     spawner.apply_spec(spec)
     pod = assert_valid(await spawner.get_pod_manifest())
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "home"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "dsw-home-vision-alice"
+    volume.pop("persistentVolumeClaim")
+    volume["hostPath"] = {"path": str(home), "type": "Directory"}  # no PVCs under podman here
     pod["metadata"]["name"] = name = f"dsw-play-{spawner.port}"
     # No hub runs here: point the server at a stand-in that answers the hub API.
     hub_port = free_port()

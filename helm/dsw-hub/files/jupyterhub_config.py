@@ -47,12 +47,12 @@ oss = single["oss"]
 s.oss_csi_driver = oss["csiDriver"]
 s.oss_bucket_attribute = oss["bucketAttribute"]
 s.oss_prefix_attribute = oss["prefixAttribute"]
+s.oss_endpoint_attribute = oss["endpointAttribute"]
+s.oss_region_attribute = oss["regionAttribute"]
 s.oss_volume_attributes = oss["volumeAttributes"]
-s.oss_secret_template = oss["secretTemplate"]
-s.oss_endpoint = oss["endpoint"]
-s.oss_region = oss["region"]
-s.oss_access_key = os.environ.get("DSW_OSS_ACCESS_KEY_ID", "")
-s.oss_secret_key = os.environ.get("DSW_OSS_SECRET_ACCESS_KEY", "")
+s.oss_secret_access_key_field = oss["secretKeys"]["accessKey"]
+s.oss_secret_secret_key_field = oss["secretKeys"]["secretKey"]
+s.storage_timeout = oss["checkTimeout"]
 if single["networkPolicy"]["enabled"]:
     s.network_policy_peers = {"namespace": hub["namespace"], "podLabels": hub["peerLabels"]}
 

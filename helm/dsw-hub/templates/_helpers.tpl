@@ -49,8 +49,6 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- $peers := list (include "dsw.selectorLabels" (dict "root" . "component" "hub") | fromYaml) (include "dsw.selectorLabels" (dict "root" . "component" "proxy") | fromYaml) -}}
 {{- $hub := dict "namespace" .Release.Namespace "serviceName" (include "dsw.hub" .) "proxyApiService" (include "dsw.proxyApi" .) "logLevel" .Values.hub.logLevel "authenticator" .Values.hub.authenticator "peerLabels" $peers -}}
 {{- $single := deepCopy .Values.singleuser -}}
-{{- $_ := unset $single.oss "accessKey" -}}
-{{- $_ := unset $single.oss "secretKey" -}}
 {{- $_ := set $single "createNamespaces" (empty .Values.rbac.workspaces) -}}
 {{- dict "hub" $hub "singleuser" $single | toPrettyJson -}}
 {{- end -}}
@@ -64,6 +62,4 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 cookie-secret: {{ include "dsw.secretValue" (dict "root" . "key" "cookie-secret" "value" .Values.hub.cookieSecret "generate" (randAlphaNum 64 | sha256sum)) | b64enc | quote }}
 proxy-token: {{ include "dsw.secretValue" (dict "root" . "key" "proxy-token" "value" .Values.proxy.secretToken "generate" (randAlphaNum 64 | sha256sum)) | b64enc | quote }}
 db-url: {{ $dbUrl | b64enc | quote }}
-oss-access-key: {{ .Values.singleuser.oss.accessKey | b64enc | quote }}
-oss-secret-key: {{ .Values.singleuser.oss.secretKey | b64enc | quote }}
 {{- end -}}
