@@ -234,6 +234,9 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                 except asyncio.TimeoutError:
                     raise StorageError(f"storage {m.storage!r} ({m.url} at {m.endpoint}): "
                                        "the access check timed out") from None
+                except ImportError:
+                    raise web.HTTPError(500, log_message="the hub cannot check OSS access: boto3 is not "
+                                                         "installed in the hub image", reason=None) from None
         except StorageError as exc:
             raise web.HTTPError(400, log_message=str(exc).replace("%", "%%"), reason=None) from None
 
