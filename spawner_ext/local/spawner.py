@@ -251,13 +251,17 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         except ImageNotFound:
             pass
         self._event(10, f"Pulling image {ref}")
+        reason = ""
         try:
-            await self._run(self.client.api.pull, ref)
+            # The engine reports pull failures inside the stream, not as an HTTP error.
+            for line in await self._run(lambda: list(self.client.api.pull(ref, stream=True, decode=True))):
+                if isinstance(line, dict) and line.get("error"):
+                    reason = line["error"]
+            await self._run(self.client.api.inspect_image, ref)
         except (APIError, DockerException) as exc:
-            raise web.HTTPError(
-                500, f"image {ref} is not on this machine and could not be pulled "
-                     f"({getattr(exc, 'explanation', None) or exc}); build managed images with images/build.sh"
-            ) from None
+            reason = reason or getattr(exc, "explanation", None) or str(exc)
+            raise web.HTTPError(500, "%s", f"image {ref} is not on this machine and could not be pulled "
+                                           f"({reason}); build managed images with images/build.sh") from None
 
     async def _ensure_volume(self, spec: InstanceSpec) -> None:
         if not spec.home:
@@ -276,14 +280,14 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         except NotFound:
             return
         if info["Config"]["Labels"].get(container.MANAGED_LABEL) != "true":
-            raise web.HTTPError(409, f"a container named {name} exists and is not managed by DSW Hub")
+            raise web.HTTPError(409, "%s", f"a container named {name} exists and is not managed by DSW Hub")
         await self._run(self.client.api.remove_container, name, force=True)
 
     async def _published_port(self) -> int:
         info = await self._run(self.client.api.inspect_container, self.container_id)
         bindings = info["NetworkSettings"]["Ports"].get(f"{container.SERVER_PORT}/tcp") or []
         if not bindings:
-            raise web.HTTPError(500, "the engine did not publish the server port")
+            raise web.HTTPError(500, "%s", "the engine did not publish the server port")
         return int(bindings[0]["HostPort"])
 
     async def _wait_ready(self, spec: InstanceSpec) -> None:
@@ -307,10 +311,10 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
                 if status is not None:
                     logs = await self._run(self.client.api.logs, self.container_id, tail=15)
                     tail = logs.decode(errors="replace").strip().splitlines()[-5:]
-                    raise web.HTTPError(500, f"the server exited with status {status} while starting: "
+                    raise web.HTTPError(500, "%s", f"the server exited with status {status} while starting: "
                                              + " | ".join(tail))
             await asyncio.sleep(self.ready_interval)
-        raise web.HTTPError(500, f"the server did not answer within {self.start_timeout} s")
+        raise web.HTTPError(500, "%s", f"the server did not answer within {self.start_timeout} s")
 
     async def poll(self):
         if not self.container_id:

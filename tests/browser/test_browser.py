@@ -86,10 +86,12 @@ def test_terminal_kind_opens_a_terminal(page, hub):
     page.screenshot(path=str(ARTIFACTS / "terminal.png"))
 
 
-def test_visitor_sees_refusal_in_the_form(page, hub):
+def test_visitor_is_refused_by_the_hub(page, hub, engine):
+    """A visitor holds no servers!user scope: the hub refuses the spawn page itself."""
     page.context.clear_cookies()
     login(page, hub, "t-vic")
-    page.goto(f"{hub.url}/hub/spawn/t-vic/x")
-    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
-    expect(page.locator("body")).to_contain_text("role visitor in workspace 'tvision' may not create instances")
+    response = page.goto(f"{hub.url}/hub/spawn/t-vic/x")
+    assert response.status == 403
+    expect(page.locator("body")).to_contain_text("403")
+    assert not engine.containers.list(all=True, filters={"label": "dsw/user=t-vic"})
     page.screenshot(path=str(ARTIFACTS / "visitor.png"))
