@@ -95,14 +95,14 @@ class CatalogSpawnerMixin(LoggingConfigurable):
         try:
             return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {})
         except OptionsError as exc:
-            raise web.HTTPError(exc.status, "%s", str(exc)) from None
+            raise web.HTTPError(exc.status, log_message=str(exc).replace("%", "%%"), reason=None) from None
 
     def admit(self, spec: InstanceSpec) -> None:
         """Reserve quota for the spec (blocking; call it off the event loop)."""
         try:
             quota.admit(self.sessions, self.catalog, spec)
         except quota.QuotaExceeded as exc:
-            raise web.HTTPError(403, "%s", str(exc)) from None
+            raise web.HTTPError(403, log_message=str(exc).replace("%", "%%"), reason=None) from None
 
     def release(self) -> None:
         quota.release(self.sessions, self.user.name, self.name or "")
