@@ -118,7 +118,10 @@ roles = rbac.roles(live)
 
 # --- the DSW service: REST API and pages at /services/dsw/ ----------------------------
 service_env = {"DSW_CATALOG": catalog_path, "DSW_STATE_DB_URL": state_db_url, "DSW_STATE": str(state),
-               "PYTHONPATH": os.pathsep.join(sys.path)}
+               "PYTHONPATH": os.pathsep.join(sys.path), "DSW_ENGINE_URL": c.DSWLocalSpawner.engine_url}
+# saving instances as images (spawner_ext/snapshots.py) runs in the service
+service_env.update({k: os.environ[k] for k in ("DSW_IMAGE_REGISTRY", "DSW_IMAGE_REGISTRY_TLS_VERIFY", "DSW_SAVE_TIMEOUT")
+                    if k in os.environ})
 services = [{
     "name": "dsw",
     "url": f"http://127.0.0.1:{os.environ.get('DSW_SERVICE_PORT', '10101')}",

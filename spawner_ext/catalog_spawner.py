@@ -66,9 +66,9 @@ class CatalogSpawnerMixin(LoggingConfigurable):
 
     @property
     def catalog(self) -> Catalog:
-        """The YAML catalogue with run-time membership changes applied."""
+        """The YAML catalogue with run-time membership changes and this user's saved images."""
         with self.sessions() as s:
-            return effective_catalog(cached_catalog(self.catalog_path), s)
+            return effective_catalog(cached_catalog(self.catalog_path), s, viewer=self.user.name)
 
     def _options_form(self, spawner) -> str:
         catalog = self.catalog

@@ -1,7 +1,8 @@
 """Runtime state that must survive restarts, through SQLAlchemy (SQLite by default).
 
 The YAML catalogue is the baseline; these tables hold what changes at run time:
-membership changes, allocations, member quotas, quota reservations and the audit log.
+membership changes, allocations, member quotas, quota reservations, saved images and the
+audit log.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from sqlalchemy import (BigInteger, DateTime, Float, Integer, String, Text, UniqueConstraint, create_engine,
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint, create_engine,
                         event)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -82,6 +83,22 @@ class WorkspaceShare(Base):
     workspace: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128), primary_key=True)
     server: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class SavedImage(Base):
+    """An instance saved as an image (spawner_ext/snapshots.py): private to its owner
+    until a workspace owner/admin publishes it to the whole workspace."""
+
+    __tablename__ = "saved_images"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # saved-<hex>: the spawn option `image`
+    workspace: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(512))  # the image reference
+    base_image: Mapped[str] = mapped_column(String(64), default="")  # catalogue id it was made from
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class AuditEvent(Base):

@@ -1,19 +1,25 @@
-"""The effective catalogue: the YAML baseline with run-time changes from the database."""
+"""The effective catalogue: the YAML baseline with run-time changes from the database
+(membership, saved images)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..quantities import format_memory
-from .db import Allocation, MemberChange, MemberQuota
-from .models import Capacity, Catalog
+from .db import Allocation, MemberChange, MemberQuota, SavedImage
+from .models import Accelerator, Capacity, Catalog, Image, Kind
 
 
-def effective_catalog(catalog: Catalog, session: Session) -> Catalog:
-    """Membership changes applied on top of the YAML members (role None removes)."""
+def effective_catalog(catalog: Catalog, session: Session, viewer: str | None = None) -> Catalog:
+    """Membership changes applied on top of the YAML members (role None removes), plus saved
+    images as ``source: custom`` images of their workspace: published ones for everybody,
+    private ones only in ``viewer``'s catalogue (the spawner passes the spawning user, the
+    service the caller), so ``options.resolve`` stays pure and a private image simply does
+    not exist for anybody else."""
     changes = session.scalars(select(MemberChange)).all()
-    if not changes:
+    saved = saved_images(catalog, session, viewer)
+    if not changes and not saved:
         return catalog
     by_ws: dict[str, list[MemberChange]] = {}
     for ch in changes:
@@ -27,7 +33,26 @@ def effective_catalog(catalog: Catalog, session: Session) -> Catalog:
             else:
                 members[ch.user] = ch.role
         workspaces.append(ws.model_copy(update={"members": members}))
-    return catalog.model_copy(update={"workspaces": workspaces})
+    return catalog.model_copy(update={"workspaces": workspaces, "images": [*catalog.images, *saved]})
+
+
+def saved_images(catalog: Catalog, session: Session, viewer: str | None = None) -> list[Image]:
+    """Saved images ``viewer`` may launch: published ones, and their own private ones.
+    Kinds and accelerator come from the catalogue image the instance ran."""
+    query = select(SavedImage).order_by(SavedImage.created_at)
+    query = query.where(or_(SavedImage.published.is_(True), SavedImage.owner == viewer)) if viewer else \
+        query.where(SavedImage.published.is_(True))
+    out = []
+    for row in session.scalars(query):
+        base = catalog.image(row.base_image) if row.base_image else None
+        out.append(Image(
+            id=row.id, display_name=f"{row.name} (saved by {row.owner}{'' if row.published else ', private'})",
+            image=row.image, source="custom", workspaces=[row.workspace],
+            accelerator=base.accelerator if base else Accelerator.cpu,
+            kinds=list(base.kinds) if base else list(Kind),
+            description=f"saved from {row.base_image or 'an instance'} on {row.created_at:%Y-%m-%d %H:%M} UTC",
+        ))
+    return out
 
 
 def allocation(catalog: Catalog, session: Session, workspace: str, group: str) -> Capacity | None:

@@ -5,6 +5,7 @@ Run by JupyterHub as a managed service (``python -m spawner_ext.service``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from ..catalog.models import Capacity
 from ..catalog_spawner import cached_catalog, default_state_db_url
 from ..quantities import QuantityError, format_memory, parse_cpu, parse_memory
 from ..quota import usage
+from .. import snapshots
 from ..roles import ACTION_TEXT, Action, Role
 from . import hub_api, ops
 from .auth import COOKIE, STATE_COOKIE, NeedsLogin, can, current_user, hub_auth, is_platform_admin, login_url
@@ -37,6 +39,22 @@ templates.filters["mem"] = lambda b: format_memory(int(b)) if b else "0"
 class MemberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
+
+
+class SaveImageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = None  # only the caller's own instance: omit, or the caller's name
+    server: str              # the instance's server name ("" is the default server)
+    name: str                # 1-30 of a-z, 0-9, '-'
+
+
+def _engine(fn, *args, **kwargs):
+    """One blocking engine call sequence on its own client (run it in a thread)."""
+    cli = snapshots.client()
+    try:
+        return fn(cli, *args, **kwargs)
+    finally:
+        cli.close()
 
 
 class Settings:
@@ -166,6 +184,28 @@ def create_app() -> FastAPI:
         await hub_api.revoke_shares(owner, server)
         return {"unshared": f"{owner}/{server}", "workspace": ws}
 
+    @api.get("/workspaces/{ws}/images", summary="Saved images: published ones and the caller's own")
+    async def list_images(ws: str, user: dict = Depends(current_user)):
+        require(user, Action.view, ws, ws)
+        with context(user["name"]) as ctx:
+            return ops.saved_images(ctx, ws, all_private=can(user, Action.publish_image, ws))
+
+    @api.post("/workspaces/{ws}/images", status_code=201, summary="Save an own running instance as an image")
+    async def save_image(ws: str, body: SaveImageBody, user: dict = Depends(current_user)):
+        return await _save_image(user, ws, body.user, body.server, body.name)
+
+    @api.post("/workspaces/{ws}/images/{image_id}/publish", summary="Publish a saved image to the workspace")
+    async def publish_image(ws: str, image_id: str, user: dict = Depends(current_user)):
+        require(user, Action.publish_image, ws, image_id)
+        with attempt(user, "publish-image", ws, image_id) as ctx:
+            row = ops.publish_image(ctx, ws, image_id)
+            ctx.audit("publish-image", ws, image_id, "ok", row["image"])
+        return row
+
+    @api.delete("/workspaces/{ws}/images/{image_id}", summary="Delete a saved image (row, local tag, registry)")
+    async def delete_image(ws: str, image_id: str, user: dict = Depends(current_user)):
+        return await _delete_image(user, ws, image_id)
+
     @api.put("/workspaces/{ws}/members/{member}", summary="Add a member or change their role")
     async def put_member(ws: str, member: str, body: MemberBody, user: dict = Depends(current_user)):
         require(user, Action.manage_members, ws, member)
@@ -234,6 +274,59 @@ def create_app() -> FastAPI:
     app.include_router(api)
     _pages(app)
     return app
+
+
+async def _save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -> dict:
+    """Commit (+ push) in a thread, then one row; a failure after the commit removes the tag."""
+    me = user["name"]
+    target = f"{owner or me}/{server or 'default'}"
+    require(user, Action.save_image, ws, target)
+    with attempt(user, "save-image", ws, target) as ctx:
+        ops.workspace_or_404(ctx.catalog, ws)
+        if owner not in (None, me):
+            raise ops.OpError(403, f"{me} may only save their own instances, not {target}")
+        if not snapshots.valid_name(name):
+            raise ops.OpError(400, f"image name {name!r}: {snapshots.NAME_RULE}")
+    image_id = snapshots.new_id()
+    try:
+        saved = await asyncio.to_thread(_engine, snapshots.save, ws=ws, user=me, server=server, name=name,
+                                        tag=image_id)
+    except snapshots.SaveError as exc:
+        with context(me) as ctx:
+            ctx.audit("save-image", ws, target, "refused" if exc.status < 500 else "failed", exc.message)
+        raise ops.OpError(exc.status, exc.message) from None
+    try:
+        with context(me) as ctx:
+            row = ops.record_saved_image(ctx, ws, image_id, name, saved.ref, saved.base_image, saved.size)
+            ctx.audit("save-image", ws, image_id, "ok", f"{target} -> {saved.ref}")
+    except BaseException:
+        await asyncio.to_thread(_engine, snapshots.remove_tag, saved.ref)
+        raise
+    return {**row, "pushed": saved.pushed}
+
+
+async def _delete_image(user: dict, ws: str, image_id: str) -> dict:
+    """Refused (409) while an instance runs from the image; else the local tag, the registry's
+    manifest (best effort) and the row go."""
+    require(user, Action.publish_image, ws, image_id)
+    with attempt(user, "delete-image", ws, image_id) as ctx:
+        ref = ops.saved_image_or_404(ctx, ws, image_id).image
+    using = await asyncio.to_thread(_engine, snapshots.in_use, image_id)
+    with attempt(user, "delete-image", ws, image_id) as ctx:
+        if using:
+            raise ops.OpError(409, f"instances run from {image_id}: {', '.join(using)}; stop them first")
+    try:
+        await asyncio.to_thread(_engine, snapshots.remove_tag, ref)
+    except Exception as exc:
+        with context(user["name"]) as ctx:
+            ctx.audit("delete-image", ws, image_id, "failed", str(exc))
+        raise ops.OpError(500, f"the engine could not remove {ref}: {getattr(exc, 'explanation', None) or exc}")
+    problem = await asyncio.to_thread(snapshots.delete_from_registry, ref)
+    with context(user["name"]) as ctx:
+        row = ops.saved_image_or_404(ctx, ws, image_id)
+        ctx.session.delete(row)
+        ctx.audit("delete-image", ws, image_id, "ok", ref + (f" (registry: {problem})" if problem else ""))
+    return {"deleted": image_id, "image": ref, "registry": problem or "ok"}
 
 
 def _cap_text(cap: Capacity) -> str:

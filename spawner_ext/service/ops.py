@@ -1,4 +1,4 @@
-"""What the service changes: members, allocations, member quotas, the audit log.
+"""What the service changes: members, allocations, member quotas, saved images, the audit log.
 
 Each function validates against the effective catalogue, refuses with ``OpError``
 (status + message) and writes in one transaction, so a refusal changes nothing.
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..catalog.db import Allocation, AuditEvent, MemberChange, MemberQuota, Reservation, WorkspaceShare
+from ..catalog.db import (Allocation, AuditEvent, MemberChange, MemberQuota, Reservation, SavedImage,
+                          WorkspaceShare)
 from ..catalog.live import allocation, describe, effective_catalog
 from ..catalog.models import USERNAME_PATTERN, Capacity, Catalog
 from ..quota import usage
@@ -36,7 +37,7 @@ class Ctx:
 
     @property
     def catalog(self) -> Catalog:
-        return effective_catalog(self.base, self.session)
+        return effective_catalog(self.base, self.session, viewer=self.actor)
 
     def audit(self, action: str, workspace: str, target: str, outcome: str, detail: str = "") -> None:
         self.session.add(AuditEvent(actor=self.actor, action=action, workspace=workspace, target=target,
@@ -188,3 +189,40 @@ def unshare(ctx: Ctx, ws: str, owner: str, server: str) -> None:
     if row is None:
         raise OpError(404, f"{owner}/{server or 'default'} is not shared with {ws}")
     ctx.session.delete(row)
+
+
+# --- saved images (the engine part is spawner_ext/snapshots.py) ---------------------------
+def image_row(img: SavedImage) -> dict:
+    return {"id": img.id, "workspace": img.workspace, "owner": img.owner, "name": img.name, "image": img.image,
+            "base_image": img.base_image, "created_at": img.created_at.isoformat() + "Z",
+            "published": img.published, "size": img.size}
+
+
+def saved_images(ctx: Ctx, ws: str, *, all_private: bool = False) -> list[dict]:
+    """Published images and the caller's own private ones; with ``all_private`` (those who may
+    publish) every member's private images too, so they can be published or deleted."""
+    workspace_or_404(ctx.catalog, ws)
+    rows = ctx.session.scalars(select(SavedImage).where(SavedImage.workspace == ws).order_by(SavedImage.created_at))
+    return [image_row(r) for r in rows if r.published or all_private or r.owner == ctx.actor]
+
+
+def saved_image_or_404(ctx: Ctx, ws: str, image_id: str) -> SavedImage:
+    workspace_or_404(ctx.catalog, ws)
+    row = ctx.session.get(SavedImage, image_id)
+    if row is None or row.workspace != ws:
+        raise OpError(404, f"workspace {ws} has no saved image {image_id!r}")
+    return row
+
+
+def record_saved_image(ctx: Ctx, ws: str, image_id: str, name: str, ref: str, base_image: str, size: int) -> dict:
+    row = SavedImage(id=image_id, workspace=ws, owner=ctx.actor, name=name, image=ref, base_image=base_image,
+                     size=size, published=False)
+    ctx.session.add(row)
+    ctx.session.flush()
+    return image_row(row)
+
+
+def publish_image(ctx: Ctx, ws: str, image_id: str) -> dict:
+    row = saved_image_or_404(ctx, ws, image_id)
+    row.published = True
+    return image_row(row)

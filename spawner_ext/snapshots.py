@@ -1,0 +1,212 @@
+"""Save a running instance as an image: naming (pure) and the saving step (Docker Engine API).
+
+``save`` commits the instance's container to
+``<registry>/<ws>/<user>-<name>:<tag>`` (``registry`` = ``DSW_IMAGE_REGISTRY``, which
+includes the namespace; default ``localhost/dsw-saved``: local only, nothing is pushed)
+and pushes it when the registry is a real host. Nothing half-made: when the push fails
+the committed tag is removed again and the caller writes no row.
+
+A commit holds the container's own filesystem only: volumes are not in the image, so
+files under /home/jovyan (the home volume) and storage mounts are not saved.
+
+Blocking (docker SDK); the service runs it in a thread. Every engine call is bounded by
+the client's timeout (``DSW_SAVE_TIMEOUT`` seconds, default 600).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from .local.container import MANAGED_LABEL, container_name
+from .options import safe_name
+
+DEFAULT_REGISTRY = "localhost/dsw-saved"
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"  # DNS-label-ish, at most 30 characters
+NAME_RULE = "1-30 lower-case letters, digits or '-', starting and ending with a letter or digit"
+ID_PREFIX = "saved-"
+
+
+class SaveError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(message)
+
+
+# --- naming (pure) ------------------------------------------------------------------
+def registry_prefix(value: str | None = None) -> str:
+    prefix = (value if value is not None else os.environ.get("DSW_IMAGE_REGISTRY", "")).strip().strip("/")
+    return prefix or DEFAULT_REGISTRY
+
+
+def registry_host(prefix: str) -> str | None:
+    """The host to push to, or None for local-only prefixes (``localhost/...``, no dot/port)."""
+    first, _, rest = prefix.partition("/")
+    if not rest or first == "localhost" or not ("." in first or ":" in first):
+        return None
+    return first
+
+
+def valid_name(name: str) -> bool:
+    return isinstance(name, str) and re.match(NAME_PATTERN, name) is not None
+
+
+def new_id() -> str:
+    """``saved-<10 hex>``: a catalogue image id (ID_PATTERN) that cannot clash with YAML ids."""
+    return ID_PREFIX + secrets.token_hex(5)
+
+
+def image_ref(prefix: str, ws: str, user: str, name: str, tag: str) -> str:
+    return f"{prefix}/{safe_name(ws)}/{safe_name(user)}-{name}:{tag}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    repo, _, tag = ref.rpartition(":")
+    return repo, tag
+
+
+@dataclass(frozen=True)
+class Saved:
+    ref: str
+    size: int
+    base_image: str  # catalogue id of the image the instance ran (label dsw/image)
+    kind: str
+    pushed: bool
+
+
+# --- the saving step (blocking) ----------------------------------------------------------
+def client(engine_url: str | None = None, timeout: int | None = None) -> docker.DockerClient:
+    state = os.environ.get("DSW_STATE", "/var/lib/dsw-hub")
+    url = engine_url or os.environ.get("DSW_ENGINE_URL") or f"unix://{state}/podman.sock"
+    return docker.DockerClient(base_url=url, timeout=timeout or int(os.environ.get("DSW_SAVE_TIMEOUT", "600")))
+
+
+def find_container(cli: docker.DockerClient, user: str, server: str, ws: str) -> dict:
+    """The instance's container (labels first, then the spawner's name), in workspace ``ws``."""
+    filters = {"label": [f"{MANAGED_LABEL}=true", f"dsw/user={safe_name(user, 63)}",
+                         f"dsw/server={safe_name(server or 'default', 63)}"]}
+    found = cli.api.containers(filters=filters)
+    if found:
+        info = cli.api.inspect_container(found[0]["Id"])
+    else:
+        try:
+            info = cli.api.inspect_container(container_name(user, server))
+        except NotFound:
+            info = None
+    labels = (info or {}).get("Config", {}).get("Labels") or {}
+    if not info or labels.get("dsw/workspace") != ws or not info.get("State", {}).get("Running"):
+        raise SaveError(404, f"no running instance {user}/{server or 'default'} in workspace {ws}")
+    return info
+
+
+def _scrub_env(cli: docker.DockerClient, info: dict) -> list[str]:
+    """``ENV K=`` for every variable the spawner set (tokens, hub URLs): the image keeps the
+    base image's environment, never the instance's credentials."""
+    try:
+        base = set(cli.api.inspect_image(info["Image"])["Config"].get("Env") or [])
+    except (ImageNotFound, APIError, KeyError):
+        base = set()
+    keys = sorted({e.partition("=")[0] for e in info["Config"].get("Env") or [] if e not in base})
+    return [f"ENV {k}=" for k in keys if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+
+
+def push(cli: docker.DockerClient, ref: str, *, tls_verify: bool = True) -> None:
+    """Push ``ref``; raise SaveError from the stream's ``{"error": ...}`` lines (the engine
+    answers 200 and reports failures inside the stream). ``tlsVerify=false`` is podman's
+    compat query for plain-HTTP registries (Docker ignores it)."""
+    repo, tag = split_ref(ref)
+    params = {"tag": tag}
+    if not tls_verify:
+        params["tlsVerify"] = "false"
+    api = cli.api
+    try:
+        resp = api._post(api._url("/images/{0}/push", repo), params=params, stream=True,
+                         headers={"X-Registry-Auth": "e30="})  # base64 "{}": no credentials
+        api._raise_for_status(resp)
+        errors = []
+        for line in api._stream_helper(resp, decode=True):
+            if isinstance(line, dict) and line.get("error"):
+                errors.append(str(line.get("error")))
+    except (APIError, DockerException, OSError) as exc:
+        errors = [getattr(exc, "explanation", None) or str(exc)]
+    if errors:
+        raise SaveError(502, f"push of {ref} failed: {errors[-1]}")
+
+
+def remove_tag(cli: docker.DockerClient, ref: str) -> None:
+    try:
+        cli.api.remove_image(ref, noprune=False)
+    except NotFound:
+        pass
+
+
+def save(cli: docker.DockerClient, *, ws: str, user: str, server: str, name: str, tag: str,
+         prefix: str | None = None, tls_verify: bool | None = None) -> Saved:
+    """Commit the instance and push it when the registry is a real host. Raises SaveError."""
+    if not valid_name(name):
+        raise SaveError(400, f"image name {name!r}: {NAME_RULE}")
+    prefix = registry_prefix(prefix)
+    if tls_verify is None:
+        tls_verify = os.environ.get("DSW_IMAGE_REGISTRY_TLS_VERIFY", "1") != "0"
+    ref = image_ref(prefix, ws, user, name, tag)
+    info = find_container(cli, user, server, ws)
+    labels = info["Config"].get("Labels") or {}
+    repo, rtag = split_ref(ref)
+    try:
+        cli.api.commit(info["Id"], repository=repo, tag=rtag, changes=_scrub_env(cli, info),
+                       message=f"DSW: {user}/{server or 'default'} in {ws} saved as {name}")
+    except (APIError, DockerException) as exc:
+        raise SaveError(500, f"the engine could not commit {user}/{server or 'default'}: "
+                             f"{getattr(exc, 'explanation', None) or exc}") from None
+    try:
+        size = int(cli.api.inspect_image(ref).get("Size") or 0)
+        host = registry_host(prefix)
+        if host:
+            push(cli, ref, tls_verify=tls_verify)
+    except BaseException:
+        remove_tag(cli, ref)  # nothing half-made
+        raise
+    return Saved(ref=ref, size=size, base_image=labels.get("dsw/image", ""), kind=labels.get("dsw/kind", ""),
+                 pushed=bool(host))
+
+
+def in_use(cli: docker.DockerClient, image_id: str) -> list[str]:
+    """Names of instances (containers) started from the saved image ``image_id``."""
+    found = cli.api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"dsw/image={image_id}"]})
+    return [n.lstrip("/") for c in found for n in (c.get("Names") or [])[:1]]
+
+
+def delete_from_registry(ref: str, *, timeout: float = 30) -> str:
+    """Best effort: delete the manifest from the registry (needs ``delete.enabled``).
+    Returns "" when deleted or nothing to do, else why not."""
+    import requests
+
+    prefix = registry_prefix()
+    host = registry_host(prefix)
+    if not host or not ref.startswith(host + "/"):
+        return ""
+    repo, tag = split_ref(ref[len(host) + 1:])
+    scheme = "http" if os.environ.get("DSW_IMAGE_REGISTRY_TLS_VERIFY", "1") == "0" else "https"
+    base = f"{scheme}://{host}/v2/{repo}/manifests"
+    accept = ", ".join(["application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.v2+json"])
+    try:
+        head = requests.head(f"{base}/{tag}", headers={"Accept": accept}, timeout=timeout)
+        digest = head.headers.get("Docker-Content-Digest")
+        if head.status_code == 404:
+            return ""
+        if not digest:
+            return f"registry answered {head.status_code} without a digest"
+        r = requests.delete(f"{base}/{digest}", timeout=timeout)
+        return "" if r.status_code in (202, 404) else f"registry answered {r.status_code}: {r.text[:200]}"
+    except requests.RequestException as exc:
+        return str(exc)
+
+
+__all__ = ["Saved", "SaveError", "save", "push", "remove_tag", "in_use", "image_ref", "registry_prefix",
+           "registry_host", "valid_name", "new_id", "find_container", "client", "delete_from_registry"]
