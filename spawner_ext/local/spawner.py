@@ -39,7 +39,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
     engine_threads = Integer(8, config=True, help="Threads for blocking engine calls (shared by all spawners).")
     host_ip = Unicode("127.0.0.1", config=True, help="Host address the instance's port is published on.")
     network = Unicode("", config=True, help="Engine network for instances; empty: the engine's default bridge.")
-    ready_interval = Float(0.05, config=True, help="Seconds between readiness probes while a server starts.")
+    ready_interval = Float(0.02, config=True, help="Seconds between readiness probes while a server starts.")
     attach_gpus = Bool(
         True, config=True,
         help="Request the instance type's GPUs from the engine (NVIDIA device requests). Turn off only on "
@@ -158,9 +158,8 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         self._event(5, f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
                        f"({spec.instance_type}, resource group {spec.resource_group})")
         keys = await self._storage_preflight(spec)  # refuses before anything is made
-        await self._ensure_image(spec.image)
-        await self._ensure_volume(spec)
-        await self._remove_stale(name)
+        # independent engine calls, concurrently (each is a round trip to the engine)
+        await asyncio.gather(self._ensure_image(spec.image), self._ensure_volume(spec), self._remove_stale(name))
         # Inside the container the server binds 0.0.0.0:8888; the engine publishes it on host_ip.
         self.ip, self.port = "0.0.0.0", container.SERVER_PORT
         env = self.get_env()
