@@ -406,8 +406,32 @@ def _pages(app: FastAPI) -> None:
         for r in insts:
             r["state"] = states.get((r["user"], r["server"]), "stopped")
         perms = {a.value: can(user, a, ws) for a in Action}
-        return render("workspace.html", request, user, ws=data, instances=insts, perms=perms,
+        with context(user["name"]) as ctx:
+            saved = ops.saved_images(ctx, ws, all_private=perms[Action.publish_image.value])
+        return render("workspace.html", request, user, ws=data, instances=insts, perms=perms, saved=saved,
                       message=message, error=error)
+
+    @app.post(PREFIX + "workspaces/{ws}/images", include_in_schema=False)
+    async def image_form(ws: str, request: Request, user: dict = Depends(current_user), op: str = Form(""),
+                         server: str = Form(""), name: str = Form(""), image_id: str = Form(""),
+                         csrf: str = Form("")):
+        check_csrf(request, csrf)
+        try:
+            if op == "save":
+                row = await _save_image(user, ws, None, server, name.strip())
+                return back(ws, message=f"saved {user['name']}/{server or 'default'} as {row['id']} ({row['image']})")
+            if op == "publish":
+                require(user, Action.publish_image, ws, image_id)
+                with attempt(user, "publish-image", ws, image_id) as ctx:
+                    row = ops.publish_image(ctx, ws, image_id)
+                    ctx.audit("publish-image", ws, image_id, "ok", row["image"])
+                return back(ws, message=f"{image_id} is published to {ws}")
+            if op == "delete":
+                await _delete_image(user, ws, image_id)
+                return back(ws, message=f"{image_id} deleted")
+            return back(ws, error="choose save, publish or delete")
+        except ops.OpError as exc:
+            return back(ws, error=exc.message)
 
     @app.post(PREFIX + "workspaces/{ws}/members", include_in_schema=False)
     async def member_form(ws: str, request: Request, user: dict = Depends(current_user), member: str = Form(""),

@@ -147,6 +147,16 @@ def test_save_push_and_launch_from_saved_image(shub, engine, registry, saved):
     shub.stop_server("s-bob", "again")
 
 
+def test_pages_list_saved_images(shub, saved):
+    def page(user):
+        return requests.get(f"{shub.url}/services/dsw/workspaces/{WS}", timeout=60, allow_redirects=False,
+                            headers={"Authorization": f"token {shub.tokens[user]}", "Accept": "text/html"})
+    owner, dev, ops_ = page("s-alice"), page("s-bob"), page("s-olga")
+    assert owner.status_code == 200 and saved["id"] in owner.text and ">Publish</button>" in owner.text
+    assert saved["id"] in dev.text and ">Publish</button>" not in dev.text  # the creator sees it, cannot publish
+    assert saved["id"] not in ops_.text  # private: not another member's
+
+
 def test_private_until_published(shub, engine, saved):
     # another builder of the workspace cannot see or launch the private image
     assert saved["id"] not in {i["id"] for i in svc(shub, "s-olga", "GET", f"/workspaces/{WS}/images").json()}
