@@ -13,6 +13,7 @@ embedded default, the tests and a packaged install:
   DSW_STATE_DB_URL SQLAlchemy URL of DSW state (allocations, quotas, audit) sqlite in DSW_STATE
   DSW_ADMIN_TOKEN  API token with the admin role, for automation          unset
   DSW_SERVICE_PORT port of the DSW service (behind the proxy at /services/dsw/)  10101
+  DSW_IDLE_TIMEOUT seconds without activity before jupyterhub-idle-culler stops an instance  0 (off)
 """
 
 import os
@@ -131,6 +132,17 @@ services = [{
     "oauth_client_allowed_scopes": sorted(rbac.custom_scopes()),
     "display": True,
 }]
+
+# --- idle instances stop on their own (jupyterhub-idle-culler), when DSW_IDLE_TIMEOUT is set ---
+idle_timeout = int(os.environ.get("DSW_IDLE_TIMEOUT", "0"))
+if idle_timeout > 0:
+    services.append({
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={idle_timeout}",
+                    f"--cull-every={max(5, min(300, idle_timeout // 2))}"],
+    })
+    roles.append({"name": "idle-culler", "services": ["idle-culler"],
+                  "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]})
 
 # --- automation token -----------------------------------------------------------
 if os.environ.get("DSW_ADMIN_TOKEN"):
