@@ -10,9 +10,9 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ..quantities import QuantityError, parse_cpu, parse_memory
+from ..quantities import parse_cpu, parse_memory
 from ..roles import Role
 from ..storage.paths import host_path_problem, mount_path_problem, sub_path_template_problem
 
@@ -38,22 +38,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _cpu(value):
-    if value is None:
-        return value
-    try:
-        return parse_cpu(value)
-    except QuantityError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _mem(value):
-    if value is None:
-        return value
-    try:
-        return parse_memory(value)
-    except QuantityError as exc:
-        raise ValueError(str(exc)) from None
+# Quantities (``2``, ``500m``, ``16Gi``) through the one parser; its errors are ValueErrors,
+# so pydantic reports them at the field's path.
+Cpu = Annotated[float, BeforeValidator(parse_cpu)]
+Memory = Annotated[int, BeforeValidator(parse_memory)]
 
 
 class Workspace(Strict):
@@ -102,22 +90,16 @@ class Image(Strict):
 class InstanceType(Strict):
     id: Id
     display_name: str = ""
-    cpu: float
-    memory: int
+    cpu: Cpu
+    memory: Memory
     gpu: int = Field(default=0, ge=0, le=64)
     gpu_type: str | None = None
 
-    _cpu = field_validator("cpu", mode="before")(classmethod(lambda cls, v: _cpu(v)))
-    _mem = field_validator("memory", mode="before")(classmethod(lambda cls, v: _mem(v)))
-
 
 class Capacity(Strict):
-    cpu: float
-    memory: int
+    cpu: Cpu
+    memory: Memory
     gpu: int = Field(default=0, ge=0)
-
-    _cpu = field_validator("cpu", mode="before")(classmethod(lambda cls, v: _cpu(v)))
-    _mem = field_validator("memory", mode="before")(classmethod(lambda cls, v: _mem(v)))
 
 
 class Toleration(Strict):
