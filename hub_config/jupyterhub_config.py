@@ -13,6 +13,7 @@ embedded default, the tests and a packaged install:
   DSW_STATE_DB_URL SQLAlchemy URL of DSW state (allocations, quotas, audit) sqlite in DSW_STATE
   DSW_ADMIN_TOKEN  API token with the admin role, for automation          unset
   DSW_SERVICE_PORT port of the DSW service (behind the proxy at /services/dsw/)  10101
+  DSW_RECONCILE_SECONDS how often the service re-syncs hub groups and shares with membership  60
   DSW_IDLE_TIMEOUT seconds without activity before jupyterhub-idle-culler stops an instance  0 (off)
 """
 
@@ -119,6 +120,7 @@ roles = rbac.roles(live)
 
 # --- the DSW service: REST API and pages at /services/dsw/ ----------------------------
 service_env = {"DSW_CATALOG": catalog_path, "DSW_STATE_DB_URL": state_db_url, "DSW_STATE": str(state),
+               "DSW_RECONCILE_SECONDS": os.environ.get("DSW_RECONCILE_SECONDS", "60"),
                "PYTHONPATH": os.pathsep.join(sys.path), "DSW_ENGINE_URL": c.DSWLocalSpawner.engine_url}
 # saving instances as images (spawner_ext/snapshots.py) runs in the service
 service_env.update({k: os.environ[k] for k in ("DSW_IMAGE_REGISTRY", "DSW_IMAGE_REGISTRY_TLS_VERIFY", "DSW_SAVE_TIMEOUT")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import jinja2
@@ -100,8 +100,41 @@ def require(user: dict, action: Action, ws: str, what: str) -> None:
     raise HTTPException(403, f"{user['name']} may not {ACTION_TEXT[action]} in workspace {ws}")
 
 
+async def reconcile_once() -> None:
+    """Make the hub's workspace groups and workspace shares match the effective membership,
+    whatever changed it (YAML edits, SSO logins, the service itself)."""
+    with context("reconcile") as ctx:
+        cat = ctx.catalog
+        shared = {w.id: ops.shares(ctx.session, w.id) for w in cat.workspaces}
+    await hub_api.sync_groups(cat)
+    for ws, items in shared.items():
+        if items:
+            await hub_api.sync_shares(cat, items, ws)
+
+
+async def _reconcile_forever(every: float) -> None:
+    import logging
+    log = logging.getLogger("dsw.reconcile")
+    while True:
+        try:
+            await reconcile_once()
+        except Exception:  # keep reconciling; the next round may succeed
+            log.exception("reconciling groups and shares failed")
+        await asyncio.sleep(every)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    every = float(os.environ.get("DSW_RECONCILE_SECONDS", "60"))
+    task = asyncio.create_task(_reconcile_forever(every)) if every > 0 else None
+    yield
+    if task:
+        task.cancel()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="DSW Hub service", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
+                  lifespan=lifespan,
                   redoc_url=None)
     api = APIRouter(prefix=API)
 

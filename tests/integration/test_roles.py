@@ -27,7 +27,7 @@ def rhub(tmp_path_factory, engine, engine_url):
         {"id": WS, "members": dict(MEMBERS), "resource_groups": ["cpu"], "registry_allowlist": ["localhost/dsw"]},
         {"id": "tnlp", "members": {"t-nina": "owner"}, "resource_groups": ["cpu"]},
     ])
-    h = Hub(tmp / "state", catalog, engine_url, extra_env={"DSW_SERVER_LIMIT": "0"})
+    h = Hub(tmp / "state", catalog, engine_url, extra_env={"DSW_SERVER_LIMIT": "0", "DSW_RECONCILE_SECONDS": "1"})
     h.start()
     h.tokens = {u: h.user_token(u) for u in [*MEMBERS, "t-nina", "t-root"]}
     h.wait_service()
@@ -101,6 +101,27 @@ def test_open_shared_and_private_instances(rhub, alice_servers, role):
     assert shared.status_code == (200 if role in BUILDERS else 403), shared.text[:200]
     private = as_user(rhub, user, "GET", "/user/t-alice/private/api/status")
     assert private.status_code == 403
+
+
+def test_membership_changed_outside_the_service_reaches_groups_and_shares(rhub, alice_servers):
+    """An SSO login or a catalogue edit changes membership without the service: its
+    reconcile loop brings the hub's groups and the workspace's shares along."""
+    import time
+
+    from spawner_ext.catalog.db import MemberChange, sessions
+    with sessions(f"sqlite:///{rhub.state}/dsw.sqlite")() as s, s.begin():
+        s.merge(MemberChange(workspace=WS, user="t-zoe", role="developer", source="sso"))
+    deadline, shared_with = time.monotonic() + 30, set()
+    while time.monotonic() < deadline and "t-zoe" not in shared_with:
+        items = rhub.api("GET", "/shares/t-alice/shared").json().get("items", [])
+        shared_with = {i["user"]["name"] for i in items if i.get("user")}
+        time.sleep(0.5)
+    assert "t-zoe" in shared_with
+    # a fresh token (as a login makes): single-user servers cache a token's scopes for minutes
+    rhub.tokens["t-zoe"] = rhub.user_token("t-zoe")
+    assert as_user(rhub, "t-zoe", "GET", "/user/t-alice/shared/api/status").status_code == 200
+    assert f"ws-{WS}-developer" in rhub.api("GET", "/users/t-zoe").json()["groups"]
+    assert as_user(rhub, "t-zoe", "GET", "/user/t-alice/private/api/status").status_code == 403
 
 
 def test_outsider_cannot_open_shared(rhub, alice_servers):
