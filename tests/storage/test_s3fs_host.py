@@ -17,8 +17,14 @@ from spawner_ext.storage.credentials import Keys, StorageError
 
 from .conftest import BUCKET, READONLY_BUCKET
 
-needs_fuse = pytest.mark.skipif(not (shutil.which("s3fs") and os.path.exists("/dev/fuse") and os.geteuid() == 0),
-                                reason="needs root, /dev/fuse and s3fs")
+@pytest.fixture
+def fuse_ready():
+    """s3fs, /dev/fuse and root are install steps of scripts/setup.sh --test: missing means a failure."""
+    if not (shutil.which("s3fs") and os.path.exists("/dev/fuse") and os.geteuid() == 0):
+        pytest.fail("needs root, /dev/fuse and s3fs (scripts/setup.sh --test installs s3fs)")
+
+
+needs_fuse = pytest.mark.usefixtures("fuse_ready")
 
 
 def oss(s3, source=BUCKET, read_only=False, storage="data", mount_path="/mnt/data"):
