@@ -62,7 +62,7 @@ class CatalogSpawnerMixin(LoggingConfigurable):
 
     @property
     def sessions(self):
-        return sessions(self.state_db_url or default_state_db_url())
+        return sessions(self.state_db_url)
 
     @property
     def catalog(self) -> Catalog:
@@ -92,6 +92,7 @@ class CatalogSpawnerMixin(LoggingConfigurable):
                 for k, v in formdata.items() if v not in ([""], "", None)}
 
     def resolve_spec(self) -> InstanceSpec:
+        """Blocking (reads the state database): call it off the event loop."""
         try:
             return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {})
         except OptionsError as exc:
@@ -100,7 +101,8 @@ class CatalogSpawnerMixin(LoggingConfigurable):
     def admit(self, spec: InstanceSpec) -> None:
         """Reserve quota for the spec (blocking; call it off the event loop)."""
         try:
-            quota.admit(self.sessions, self.catalog, spec)
+            # capacities and YAML quotas only: the YAML catalogue, no second database read
+            quota.admit(self.sessions, cached_catalog(self.catalog_path), spec)
         except quota.QuotaExceeded as exc:
             raise web.HTTPError(403, log_message=str(exc).replace("%", "%%"), reason=None) from None
 

@@ -84,6 +84,11 @@ class InstanceSpec:
     home: Mount | None = None
     mounts: tuple[Mount, ...] = ()
 
+    def describe(self) -> str:
+        """One line for progress events, the same on both backends."""
+        return (f"a {self.kind.value} instance in workspace {self.workspace} "
+                f"({self.instance_type}, resource group {self.resource_group})")
+
     @property
     def all_mounts(self) -> tuple[Mount, ...]:
         return ((self.home,) if self.home else ()) + self.mounts

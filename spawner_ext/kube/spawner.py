@@ -183,15 +183,14 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
         return fields
 
     async def load_user_options(self):
-        spec = self.resolve_spec()
+        spec = await asyncio.to_thread(self.resolve_spec)
         try:
             fields = self.apply_spec(spec)
         except ValueError as exc:
             raise web.HTTPError(400, log_message=f"cannot place this instance on Kubernetes: {exc}"
                                 .replace("%", "%%"), reason=None) from None
         self._dsw_message(
-            f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
-            f"({spec.instance_type}, resource group {spec.resource_group}, namespace {fields.namespace})")
+            f"Preparing {spec.describe()} in namespace {fields.namespace}")
         # Quota first, as on the local backend: a refusal (403) leaves nothing behind.
         await asyncio.to_thread(self.admit, spec)
         self._dsw_admitted = True

@@ -135,7 +135,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
     async def start(self):
         self._events, self._new_event, self._start_done = [], asyncio.Event(), False
         try:
-            spec = self.resolve_spec()
+            spec = await self._run(self.resolve_spec)
             self._apply_limits(spec)
             await self._run(self.admit, spec)
             try:
@@ -155,8 +155,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
 
     async def _start(self, spec: InstanceSpec):
         name = container.container_name(self.user.name, self.name)
-        self._event(5, f"Preparing a {spec.kind.value} instance in workspace {spec.workspace} "
-                       f"({spec.instance_type}, resource group {spec.resource_group})")
+        self._event(5, f"Preparing {spec.describe()}")
         keys = await self._storage_preflight(spec)  # refuses before anything is made
         # independent engine calls, concurrently (each is a round trip to the engine)
         await asyncio.gather(self._ensure_image(spec.image), self._ensure_volume(spec), self._remove_stale(name))
