@@ -17,7 +17,7 @@ from .catalog.models import Capacity, Catalog
 from .quantities import format_memory
 from .spec import InstanceSpec
 
-_UNITS = {"cpu": ("CPU", "CPUs"), "memory": ("memory", "memory"), "gpu": ("GPU", "GPUs")}
+_UNITS = {"cpu": "CPUs", "memory": "memory", "gpu": "GPUs"}
 
 
 class QuotaExceeded(Exception):
@@ -52,7 +52,7 @@ def _check(who: str, group: str | None, used: Usage, limit: Capacity, spec: Inst
     for dim in ("gpu", "cpu", "memory"):
         asked = getattr(spec, dim)
         if asked and getattr(used, dim) + asked > getattr(limit, dim):
-            unit = _UNITS[dim][1]
+            unit = _UNITS[dim]
             raise QuotaExceeded(
                 f"{who}: {_amount(dim, getattr(used, dim))} of {_amount(dim, getattr(limit, dim))} {unit} in use"
                 f"{f' in group {group}' if group else ''}; this instance asks for {_amount(dim, asked)}")

@@ -8,6 +8,7 @@ from typing import Literal
 from .catalog.models import Kind
 
 HOME = "/home/jovyan"
+MANAGED_LABEL = "dsw/managed"  # on everything DSW creates; nothing without it is ever touched
 
 # Where each kind lands, relative to the server's base URL. Same image for all three.
 START_URL: dict[Kind, str] = {
@@ -83,6 +84,11 @@ class InstanceSpec:
     env: dict[str, str] = field(default_factory=dict)
     home: Mount | None = None
     mounts: tuple[Mount, ...] = ()
+
+    def home_labels(self) -> dict[str, str]:
+        """A home volume outlives instances of every kind: only who and where it belongs to."""
+        return {"dsw/workspace": self.labels["dsw/workspace"], "dsw/user": self.labels["dsw/user"],
+                MANAGED_LABEL: "true"}
 
     def describe(self) -> str:
         """One line for progress events, the same on both backends."""

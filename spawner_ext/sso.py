@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 
 from oauthenticator.generic import GenericOAuthenticator
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from traitlets import Bool, Dict, Unicode, default
 
 from . import rbac

@@ -16,11 +16,10 @@ from typing import Mapping
 
 from ..options import safe_name
 from ..quantities import format_cpu, format_memory, parse_memory
-from ..spec import InstanceSpec, Mount
+from ..spec import MANAGED_LABEL, InstanceSpec, Mount
 from ..storage.credentials import Keys, StorageError
 
 GPU_RESOURCE = "nvidia.com/gpu"
-MANAGED_LABEL = "dsw/managed"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 #: labels that describe a whole instance (pod); shared objects carry the subset that fits them
@@ -69,12 +68,6 @@ def pod_labels(spec: InstanceSpec) -> dict[str, str]:
     if missing:
         raise ValueError(f"spec labels lack {', '.join(missing)}")
     return {**spec.labels, MANAGED_LABEL: "true"}
-
-
-def home_labels(spec: InstanceSpec) -> dict[str, str]:
-    """A home volume outlives instances of every kind: only who and where it belongs to."""
-    return {"dsw/workspace": spec.labels["dsw/workspace"], "dsw/user": spec.labels["dsw/user"],
-            MANAGED_LABEL: "true"}
 
 
 def workspace_labels(workspace: str) -> dict[str, str]:
@@ -300,7 +293,7 @@ def home_pvc_manifest(spec: InstanceSpec, settings: KubeSettings) -> dict | None
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": spec.home.source,
                          "namespace": namespace_name(settings.namespace_template, spec.workspace),
-                         "labels": home_labels(spec)},
+                         "labels": spec.home_labels()},
             "spec": pvc_spec}
 
 

@@ -179,7 +179,6 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
         self.cpu_limit, self.mem_limit = spec.cpu, spec.memory
         self.cpu_guarantee = spec.cpu * self.cpu_request_fraction
         self.mem_guarantee = int(spec.memory * self.memory_request_fraction)
-        self.extra_resource_limits = ({self.gpu_resource_name: str(spec.gpu)} if spec.gpu else {})
         return fields
 
     async def load_user_options(self):

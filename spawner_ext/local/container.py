@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from ..options import safe_name
-from ..spec import InstanceSpec, Mount
+from ..spec import MANAGED_LABEL, InstanceSpec, Mount
 
 SERVER_PORT = 8888
-MANAGED_LABEL = "dsw/managed"
 
 
 def container_name(user: str, server: str) -> str:

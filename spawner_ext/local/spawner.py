@@ -268,8 +268,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
             await self._run(self.client.api.inspect_volume, spec.home.source)
         except NotFound:
             self._event(20, f"Creating home volume {spec.home.source}")
-            labels = {k: spec.labels[k] for k in ("dsw/user", "dsw/workspace")}
-            await self._run(self.client.api.create_volume, spec.home.source, labels={**labels, "dsw/managed": "true"})
+            await self._run(self.client.api.create_volume, spec.home.source, labels=spec.home_labels())
 
     async def _remove_stale(self, name: str) -> None:
         """A container left by a crash under our name would block the new one."""

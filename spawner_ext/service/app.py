@@ -15,14 +15,14 @@ import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 
 from ..catalog.db import AuditEvent, sessions
 from ..catalog.live import allocation
 from ..catalog.models import Capacity
 from ..catalog_spawner import cached_catalog, default_state_db_url
-from ..quantities import QuantityError, format_memory, parse_cpu, parse_memory
+from ..quantities import format_memory
 from ..quota import usage
 from .. import snapshots
 from ..roles import ACTION_TEXT, Action, Role
@@ -153,15 +153,6 @@ def create_app() -> FastAPI:
         resp = RedirectResponse(url, status_code=302)
         resp.set_cookie(STATE_COOKIE, f"{state}|{exc.url}", httponly=True, samesite="lax", path=PREFIX, max_age=600)
         return resp
-
-    def capacity(body: dict) -> Capacity:
-        if not isinstance(body, dict):
-            raise ops.OpError(400, "body must be a JSON object with cpu, memory and gpu")
-        try:
-            return Capacity.model_validate(body)
-        except Exception as exc:  # pydantic ValidationError: one line per field
-            errors = getattr(exc, "errors", lambda: [{"loc": (), "msg": str(exc)}])()
-            raise ops.OpError(400, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors))
 
     # --- API -----------------------------------------------------------------------
     @api.get("/workspaces", summary="Workspaces the caller can see")
@@ -362,6 +353,17 @@ async def _delete_image(user: dict, ws: str, image_id: str) -> dict:
     return {"deleted": image_id, "image": ref, "registry": problem or "ok"}
 
 
+def capacity(body: dict) -> Capacity:
+    """API bodies and form fields alike, through the catalogue's Capacity model."""
+    if not isinstance(body, dict):
+        raise ops.OpError(400, "body must be a JSON object with cpu, memory and gpu")
+    try:
+        return Capacity.model_validate(body)
+    except ValidationError as exc:
+        raise ops.OpError(400, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                         for e in exc.errors())) from None
+
+
 def _cap_text(cap: Capacity) -> str:
     return f"cpu={cap.cpu:g} memory={format_memory(cap.memory)} gpu={cap.gpu}"
 
@@ -497,7 +499,7 @@ def _pages(app: FastAPI) -> None:
         check_csrf(request, csrf)
         require(user, Action.set_member_quota, ws, member)
         try:
-            cap = _form_capacity(cpu, memory, gpu)
+            cap = capacity({"cpu": cpu, "memory": memory, "gpu": gpu or 0})
             with context(user["name"]) as ctx:
                 ops.set_member_quota(ctx, ws, member, group, cap)
                 ctx.audit("set-member-quota", ws, f"{member}@{group}", "ok", _cap_text(cap))
@@ -537,7 +539,7 @@ def _pages(app: FastAPI) -> None:
         check_csrf(request, csrf)
         _platform(user, "allocate", f"{group}/{ws}")
         try:
-            cap = _form_capacity(cpu, memory, gpu)
+            cap = capacity({"cpu": cpu, "memory": memory, "gpu": gpu or 0})
             with context(user["name"]) as ctx:
                 ops.set_allocation(ctx, ws, group, cap)
                 ctx.audit("allocate", ws, group, "ok", _cap_text(cap))
@@ -547,19 +549,6 @@ def _pages(app: FastAPI) -> None:
                 ctx.audit("allocate", ws, group, "refused", exc.message)
             q = urlencode({"error": exc.message})
         return RedirectResponse(f"{PREFIX}admin/allocations?{q}", status_code=303)
-
-
-def _form_capacity(cpu: str, memory: str, gpu: str) -> Capacity:
-    try:
-        gpus = int(gpu or 0)
-        if gpus < 0:
-            raise ValueError
-    except ValueError:
-        raise ops.OpError(400, f"gpu {gpu!r} must be a whole number, 0 or more") from None
-    try:
-        return Capacity(cpu=parse_cpu(cpu), memory=parse_memory(memory), gpu=gpus)
-    except QuantityError as exc:
-        raise ops.OpError(400, str(exc)) from None
 
 
 app = create_app()

@@ -6,6 +6,7 @@ never decides from names or admin flags, only from ``check_scopes``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from urllib.parse import urlencode
 
@@ -34,10 +35,15 @@ def hub_auth() -> HubOAuth:
 
 
 def _token(request: Request) -> str | None:
+    """A token from the Authorization header; the login cookie only where a forged cross-site
+    request could not change anything: reads, and pages (their forms carry a CSRF token)."""
     header = request.headers.get("authorization", "")
     kind, _, value = header.partition(" ")
     if kind.lower() in ("token", "bearer") and value:
         return value.strip()
+    api = request.url.path.startswith(os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dsw/") + "api/")
+    if api and request.method not in ("GET", "HEAD"):
+        return None
     return request.cookies.get(COOKIE)
 
 

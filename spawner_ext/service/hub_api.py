@@ -8,7 +8,8 @@ import httpx
 
 from ..catalog.models import Catalog
 from ..rbac import groups as catalog_groups
-from ..roles import PERMISSIONS, Action
+from ..rbac import ws_builders_group, ws_group, ws_role_group
+from ..roles import Role
 
 
 def _client() -> httpx.AsyncClient:
@@ -18,13 +19,27 @@ def _client() -> httpx.AsyncClient:
     )
 
 
+async def _usernames(hub: httpx.AsyncClient, page: int = 200) -> set[str]:
+    """Every hub user, page by page (the hub caps a page at api_page_max_limit)."""
+    names: set[str] = set()
+    while True:
+        r = await hub.get("/users", params={"offset": len(names), "limit": page})
+        r.raise_for_status()
+        batch = [u["name"] for u in r.json()]
+        names.update(batch)
+        if len(batch) < page:
+            return names
+
+
 async def sync_groups(catalog: Catalog, only_workspace: str | None = None) -> None:
     """Make the hub's workspace groups equal the effective membership (adds and removes)."""
     want = catalog_groups(catalog)
     if only_workspace:
-        want = {g: u for g, u in want.items() if g == f"ws-{only_workspace}" or g.startswith(f"ws-{only_workspace}-")}
+        mine = {ws_group(only_workspace), ws_builders_group(only_workspace),
+                *(ws_role_group(only_workspace, r) for r in Role)}
+        want = {g: u for g, u in want.items() if g in mine}
     async with _client() as hub:
-        users = {u["name"] for u in (await hub.get("/users", params={"limit": 10000})).json()}
+        users = await _usernames(hub)
         for name in sorted({u for members in want.values() for u in members} - users):
             await hub.post(f"/users/{name}")
         for group, members in want.items():
@@ -45,8 +60,7 @@ async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str) 
     Per-user shares, not one group share: JupyterHub 5.5 resolves a token's scopes from
     the user's own shares only (group shares do not reach API or OAuth tokens).
     """
-    members = catalog.workspace(ws).members if catalog.workspace(ws) else {}
-    builders = {u for u, r in members.items() if r in PERMISSIONS[Action.use_own]}
+    builders = set(catalog_groups(catalog).get(ws_builders_group(ws), []))
     async with _client() as hub:
         for owner, server in shares:
             path = f"/shares/{owner}/{server}"
