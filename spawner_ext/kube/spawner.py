@@ -27,7 +27,7 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from ..catalog_spawner import CatalogSpawnerMixin
 from ..spec import InstanceSpec, Mount
-from ..storage.credentials import Keys, StorageError, check_oss
+from ..storage.credentials import Keys, StorageError, check_oss_async
 from . import objects
 
 
@@ -225,16 +225,7 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                     continue
                 self._dsw_message(f"Checking access to {m.url} for {m.mount_path}")
                 keys = await self._dsw_oss_keys(m, namespace)
-                try:
-                    await asyncio.wait_for(
-                        asyncio.to_thread(check_oss, m, keys, timeout=self.storage_timeout),
-                        self.storage_timeout * 2 + 5)
-                except asyncio.TimeoutError:
-                    raise StorageError(f"storage {m.storage!r} ({m.url} at {m.endpoint}): "
-                                       "the access check timed out") from None
-                except ImportError:
-                    raise web.HTTPError(500, log_message="the hub cannot check OSS access: boto3 is not "
-                                                         "installed in the hub image", reason=None) from None
+                await check_oss_async(m, keys, timeout=self.storage_timeout)
         except StorageError as exc:
             raise web.HTTPError(400, log_message=str(exc).replace("%", "%%"), reason=None) from None
 

@@ -22,7 +22,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from ..catalog_spawner import CatalogSpawnerMixin
 from ..spec import InstanceSpec
 from ..storage import local as storage_local
-from ..storage.credentials import Keys, StorageError, check_oss, local_keys
+from ..storage.credentials import Keys, StorageError, check_oss_async, local_keys
 from . import container
 
 _clients: dict[tuple[str, int], docker.DockerClient] = {}
@@ -196,9 +196,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
                 if m.type == "oss":
                     self._event(8, f"Checking access to {m.url} for {m.mount_path}")
                     keys[m.storage] = local_keys(m)
-                    await asyncio.wait_for(
-                        self._run(check_oss, m, keys[m.storage], timeout=self.storage_timeout),
-                        self.storage_timeout * 2 + 5)
+                    await check_oss_async(m, keys[m.storage], timeout=self.storage_timeout)
                 elif m.type in ("host", "nfs"):
                     folder = m.host_source if m.type == "nfs" else m.source
                     ok = await self._run(os.path.isdir, folder)
@@ -207,8 +205,6 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
                                            "this machine (is the NAS mounted on the host?)")
         except StorageError as exc:
             raise self._storage_refusal(exc) from None
-        except asyncio.TimeoutError:
-            raise self._storage_refusal(StorageError("the OSS access check timed out")) from None
         return keys
 
     async def _mount_storage(self, spec: InstanceSpec, keys: dict[str, Keys]) -> InstanceSpec:

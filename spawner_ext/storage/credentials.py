@@ -111,3 +111,13 @@ def check_oss(mount: Mount, keys: Keys, *, timeout: float = 10) -> None:
         raise StorageError(f"{where}: cannot reach the storage ({type(exc).__name__})") from None
     finally:
         client.close()
+
+
+async def check_oss_async(mount: Mount, keys: Keys, *, timeout: float = 10) -> None:
+    """``check_oss`` off the event loop with an overall deadline, for both backends."""
+    import asyncio
+    try:
+        await asyncio.wait_for(asyncio.to_thread(check_oss, mount, keys, timeout=timeout), timeout * 2 + 5)
+    except asyncio.TimeoutError:
+        raise StorageError(f"storage {mount.storage!r} ({mount.url} at {mount.endpoint}): "
+                           "the access check timed out") from None
