@@ -472,6 +472,7 @@ def _pages(app: FastAPI) -> None:
     async def member_form(ws: str, request: Request, user: dict = Depends(current_user), member: str = Form(""),
                           role: str = Form(""), remove: str = Form(""), csrf: str = Form("")):
         check_csrf(request, csrf)
+        member = member.strip()
         require(user, Action.manage_members, ws, member)
         try:
             with context(user["name"]) as ctx:
@@ -481,7 +482,7 @@ def _pages(app: FastAPI) -> None:
                 else:
                     if role not in {r.value for r in Role}:
                         raise ops.OpError(400, f"choose a role: {', '.join(r.value for r in Role)}")
-                    ops.set_member(ctx, ws, member.strip(), Role(role), actor_role=actor_role(ctx, user, ws))
+                    ops.set_member(ctx, ws, member, Role(role), actor_role=actor_role(ctx, user, ws))
                     ctx.audit("set-member", ws, member, "ok", f"role={role}")
                 cat, shared = ctx.catalog, ops.shares(ctx.session, ws)
         except ops.OpError as exc:
