@@ -101,15 +101,18 @@ def require(user: dict, action: Action, ws: str, what: str) -> None:
 
 
 async def reconcile_once() -> None:
-    """Make the hub's workspace groups and workspace shares match the effective membership,
-    whatever changed it (YAML edits, SSO logins, the service itself)."""
+    """Bring members added outside the service (SSO logins, catalogue edits) into the hub's
+    workspace groups and the workspace shares. Add-only, from a fresh snapshot per workspace:
+    removals are made by the change that removes (service or SSO login), and a pass that
+    races such a change must not undo it."""
     with context("reconcile") as ctx:
-        cat = ctx.catalog
-        shared = {w.id: ops.shares(ctx.session, w.id) for w in cat.workspaces}
-    await hub_api.sync_groups(cat)
-    for ws, items in shared.items():
-        if items:
-            await hub_api.sync_shares(cat, items, ws)
+        workspaces = [w.id for w in ctx.catalog.workspaces]
+    for ws in workspaces:
+        with context("reconcile") as ctx:
+            cat, shared = ctx.catalog, ops.shares(ctx.session, ws)
+        await hub_api.sync_groups(cat, ws, remove=False)
+        if shared:
+            await hub_api.sync_shares(cat, shared, ws, revoke=False)
 
 
 async def _reconcile_forever(every: float) -> None:

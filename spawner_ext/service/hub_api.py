@@ -31,8 +31,10 @@ async def _usernames(hub: httpx.AsyncClient, page: int = 200) -> set[str]:
             return names
 
 
-async def sync_groups(catalog: Catalog, only_workspace: str | None = None) -> None:
-    """Make the hub's workspace groups equal the effective membership (adds and removes)."""
+async def sync_groups(catalog: Catalog, only_workspace: str | None = None, remove: bool = True) -> None:
+    """Make the hub's workspace groups equal the effective membership. ``remove=False`` only
+    adds: a background pass whose snapshot may be older than a concurrent change must never
+    undo it (a removal that races it is made by the change itself)."""
     want = catalog_groups(catalog)
     if only_workspace:
         mine = {ws_group(only_workspace), ws_builders_group(only_workspace),
@@ -50,11 +52,11 @@ async def sync_groups(catalog: Catalog, only_workspace: str | None = None) -> No
             have = set(r.json().get("users", []))
             if add := sorted(set(members) - have):
                 (await hub.post(f"/groups/{group}/users", json={"users": add})).raise_for_status()
-            if drop := sorted(have - set(members)):
+            if remove and (drop := sorted(have - set(members))):
                 (await hub.request("DELETE", f"/groups/{group}/users", json={"users": drop})).raise_for_status()
 
 
-async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str) -> None:
+async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str, revoke: bool = True) -> None:
     """Share each (owner, server) with every member of ``ws`` whose role may use instances.
 
     Per-user shares, not one group share: JupyterHub 5.5 resolves a token's scopes from
@@ -69,7 +71,7 @@ async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str) 
                 if r.status_code == 200 else set()
             for user in sorted(builders - have - {owner}):
                 (await hub.post(path, json={"user": user})).raise_for_status()
-            for user in sorted(have - builders):
+            for user in sorted(have - builders) if revoke else ():
                 scope = f"access:servers!server={owner}/{server}"
                 await hub.patch(path, json={"user": user, "scopes": [scope]})
 
