@@ -264,7 +264,11 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
             await self._run(self.client.api.inspect_volume, spec.home.source)
         except NotFound:
             self._event(20, f"Creating home volume {spec.home.source}")
-            await self._run(self.client.api.create_volume, spec.home.source, labels=spec.home_labels())
+            try:
+                await self._run(self.client.api.create_volume, spec.home.source, labels=spec.home_labels())
+            except APIError:
+                # another first spawn of this member created it meanwhile (podman answers 500)
+                await self._run(self.client.api.inspect_volume, spec.home.source)
 
     async def _remove_stale(self, name: str) -> None:
         """A container left by a crash under our name would block the new one."""
