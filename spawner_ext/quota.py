@@ -2,76 +2,79 @@
 
 Limits, all checked: the resource group's capacity (all workspaces together), the
 workspace's allocation in that group, and the member's cap inside the workspace.
+
+Atomic means no two admissions into one resource group read usage at the same time:
+SQLite transactions begin IMMEDIATE (the database's write lock, see catalog/db.py);
+PostgreSQL takes a transaction-scoped advisory lock per group and reads at READ COMMITTED,
+so the second admission waits, then sees the first one's reservation and is refused
+cleanly. (At SERIALIZABLE without the lock the loser of a race got a serialization
+failure, i.e. a 500, instead of a refusal.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from .catalog.db import Reservation
+from .catalog.db import Reservation, advisory_key
 from .catalog.live import allocation, member_quota
-from .catalog.models import Capacity, Catalog
-from .quantities import format_memory
+from .catalog.models import Catalog
+from .resources import Resources
 from .spec import InstanceSpec
 
-_UNITS = {"cpu": "CPUs", "memory": "memory", "gpu": "GPUs"}
+#: What ``usage`` returns; kept as a name for callers that annotate with it.
+Usage = Resources
 
 
 class QuotaExceeded(Exception):
     """Refused admission; the message says what is in use and what was asked."""
 
 
-@dataclass(frozen=True)
-class Usage:
-    cpu: float = 0.0
-    memory: int = 0
-    gpu: int = 0
-
-
-def usage(session: Session, group: str, workspace: str | None = None, user: str | None = None) -> Usage:
+def usage(session: Session, group: str, workspace: str | None = None, user: str | None = None) -> Resources:
+    """Reserved in ``group``, optionally only by one workspace or one of its members."""
     q = select(func.coalesce(func.sum(Reservation.cpu), 0.0), func.coalesce(func.sum(Reservation.memory), 0),
                func.coalesce(func.sum(Reservation.gpu), 0)).where(Reservation.resource_group == group)
     if workspace:
         q = q.where(Reservation.workspace == workspace)
     if user:
         q = q.where(Reservation.user == user)
-    cpu, mem, gpu = session.execute(q).one()
-    return Usage(float(cpu), int(mem), int(gpu))
+    cpu, memory, gpu = session.execute(q).one()
+    return Resources(cpu, memory, gpu)
 
 
-def _amount(dim: str, value: float) -> str:
-    if dim == "memory":
-        return format_memory(int(value))
-    return f"{value:g}"
-
-
-def _check(who: str, group: str | None, used: Usage, limit: Capacity, spec: InstanceSpec) -> None:
-    for dim in ("gpu", "cpu", "memory"):
-        asked = getattr(spec, dim)
-        if asked and getattr(used, dim) + asked > getattr(limit, dim):
-            unit = _UNITS[dim]
+def _check(who: str, group: str | None, used: Resources, limit: Resources, asked: Resources) -> None:
+    """Refuse if ``asked`` on top of ``used`` is over ``limit`` in a dimension it asks for
+    (a CPU-only instance is not refused because an admin lowered the GPU allocation)."""
+    for dim in (used + asked).exceeding(limit):
+        if getattr(asked, dim):
             raise QuotaExceeded(
-                f"{who}: {_amount(dim, getattr(used, dim))} of {_amount(dim, getattr(limit, dim))} {unit} in use"
-                f"{f' in group {group}' if group else ''}; this instance asks for {_amount(dim, asked)}")
+                f"{who}: {used.amount(dim)} of {limit.amount(dim)} {Resources.unit(dim)} in use"
+                f"{f' in group {group}' if group else ''}; this instance asks for {asked.amount(dim)}")
+
+
+def _lock_group(session: Session, group: str) -> None:
+    """Serialise admissions into one resource group (SQLite: already, by BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(f"dsw-quota:{group}")})
 
 
 def admit(sessions: sessionmaker, catalog: Catalog, spec: InstanceSpec) -> None:
-    """Reserve the spec's resources or raise QuotaExceeded. Atomic: the transaction takes
-    the database's write lock before reading usage (see catalog/db.py)."""
+    """Reserve the spec's resources or raise QuotaExceeded, which leaves nothing behind."""
     group = catalog.resource_group(spec.resource_group)
+    asked = Resources.of(spec)
     with sessions() as s, s.begin():
+        _lock_group(s, group.id)
         s.execute(delete(Reservation).where(Reservation.user == spec.user, Reservation.server == spec.server))
-        _check(f"resource group {group.id}", None, usage(s, group.id), group.capacity, spec)
+        _check(f"resource group {group.id}", None, usage(s, group.id), group.capacity.resources, asked)
         ws_limit = allocation(catalog, s, spec.workspace, group.id)
         if ws_limit is not None:
-            _check(f"workspace {spec.workspace}", group.id, usage(s, group.id, workspace=spec.workspace), ws_limit, spec)
+            _check(f"workspace {spec.workspace}", group.id, usage(s, group.id, workspace=spec.workspace),
+                   ws_limit.resources, asked)
         member_limit = member_quota(s, spec.workspace, spec.user, group.id)
         if member_limit is not None:
             _check(f"member {spec.user} in workspace {spec.workspace}", group.id,
-                   usage(s, group.id, workspace=spec.workspace, user=spec.user), member_limit, spec)
+                   usage(s, group.id, workspace=spec.workspace, user=spec.user), member_limit.resources, asked)
         s.add(Reservation(workspace=spec.workspace, user=spec.user, server=spec.server, resource_group=group.id,
                           kind=spec.kind.value, instance_type=spec.instance_type,
                           cpu=spec.cpu, memory=spec.memory, gpu=spec.gpu))

@@ -3,16 +3,25 @@
 The YAML catalogue is the baseline; these tables hold what changes at run time:
 membership changes, allocations, member quotas, quota reservations, saved images and the
 audit log.
+
+The schema is managed with Alembic (``migrations/``, upgraded whenever a process opens the
+database: the hub at start, its DSW service, the chart's hub pod). Change a table here
+AND add a revision; tests/state checks that the two agree.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
 from functools import lru_cache
 
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint, create_engine,
-                        event)
-from sqlalchemy.engine import Engine
+                        event, inspect, text)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 
@@ -113,10 +122,67 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
-@lru_cache(maxsize=8)
-def engine_for(url: str) -> Engine:
-    """One engine per URL. SQLite transactions start IMMEDIATE (write lock first), so a
-    read-check-write such as quota admission is atomic across threads and processes."""
+#: Alembic's version table for these tables. Not ``alembic_version``: on Kubernetes the
+#: state shares the hub's database, where JupyterHub keeps its own ``alembic_version``.
+VERSION_TABLE = "dsw_alembic_version"
+#: The revision that is exactly the schema main made with ``create_all`` before migrations.
+BASE_REVISION = "0001"
+BASE_TABLES = frozenset({"member_changes", "allocations", "member_quotas", "reservations", "workspace_shares",
+                         "saved_images", "audit_events"})
+_MIGRATION_LOCK = "dsw-state-migrations"
+log = logging.getLogger(__name__)
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_xact_lock`` (Python's hash() is salted)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "spawner_ext.catalog:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the state tables to the newest revision, once, whoever opens the database first.
+
+    One transaction under a lock, so the hub, its DSW service and test threads opening a
+    fresh database together do not race: PostgreSQL takes an advisory lock (at READ
+    COMMITTED, so what the lock holder before us committed is visible once we have it);
+    SQLite's transaction begins IMMEDIATE, i.e. with the file's write lock.
+
+    A database made before migrations (the state tables, no version table) is recognised
+    and stamped at the base revision instead of being created again; then it is upgraded
+    like any other.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(_MIGRATION_LOCK)})
+            config = _alembic_config(conn)
+            tables = set(inspect(conn).get_table_names())
+            if VERSION_TABLE not in tables and tables & BASE_TABLES:
+                if missing := BASE_TABLES - tables:
+                    raise RuntimeError(
+                        f"state database {engine.url.render_as_string(hide_password=True)} has some DSW tables but "
+                        f"not {', '.join(sorted(missing))}: not made by a known version, refusing to guess")
+                log.info("state database made before migrations: stamping revision %s", BASE_REVISION)
+                command.stamp(config, BASE_REVISION)
+            command.upgrade(config, "head")
+
+
+def open_engine(url: str) -> Engine:
+    """A new engine with the schema upgraded. SQLite transactions start IMMEDIATE (write
+    lock first), so a read-check-write such as quota admission is atomic across threads
+    and processes; on PostgreSQL quota.admit takes a lock per resource group."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"isolation_level": None, "timeout": 30})
 
@@ -125,8 +191,12 @@ def engine_for(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_pre_ping=True, isolation_level="SERIALIZABLE")
-    Base.metadata.create_all(engine)
+    upgrade(engine)
     return engine
+
+
+#: One engine per URL for the process.
+engine_for = lru_cache(maxsize=8)(open_engine)
 
 
 def sessions(url: str) -> sessionmaker:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ..quantities import format_memory
 from .db import Allocation, MemberChange, MemberQuota, SavedImage
 from .models import Accelerator, Capacity, Catalog, Image, Kind
 
@@ -70,4 +69,4 @@ def member_quota(session: Session, workspace: str, user: str, group: str) -> Cap
 
 
 def describe(cap: Capacity) -> str:
-    return f"{cap.cpu:g} CPU, {format_memory(cap.memory)} memory, {cap.gpu} GPU"
+    return str(cap.resources)

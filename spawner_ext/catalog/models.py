@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..quantities import parse_cpu, parse_memory
+from ..resources import Resources
 from ..roles import Role
 from ..storage.paths import host_path_problem, mount_path_problem, sub_path_template_problem
 
@@ -100,6 +101,11 @@ class Capacity(Strict):
     cpu: Cpu
     memory: Memory
     gpu: int = Field(default=0, ge=0)
+
+    @property
+    def resources(self) -> Resources:
+        """The same amount as the value type quota checks add and compare."""
+        return Resources.of(self)
 
 
 class Toleration(Strict):
