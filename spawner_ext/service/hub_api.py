@@ -98,3 +98,23 @@ async def stop_server(user: str, server: str) -> int:
         path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
         r = await hub.delete(path)
         return r.status_code
+
+
+async def active_servers(page: int = 200) -> set[tuple[str, str]]:
+    """(user, server name) of every server the hub reports ready or pending (starting or
+    stopping); "" is the default server. Raises on any hub error: the caller must not
+    conclude that nothing runs from a failed read."""
+    found: set[tuple[str, str]] = set()
+    async with _client() as hub:
+        offset = 0
+        while True:
+            r = await hub.get("/users", params={"state": "active", "offset": offset, "limit": page})
+            r.raise_for_status()
+            batch = r.json()
+            for u in batch:
+                for name, s in (u.get("servers") or {}).items():
+                    if s.get("ready") or s.get("pending"):
+                        found.add((u["name"], name))
+            offset += len(batch)
+            if len(batch) < page:
+                return found

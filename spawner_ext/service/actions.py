@@ -1,0 +1,330 @@
+"""What a caller can do through the DSW service: the one set of operations the API and the
+pages share (permission check, change, audit, hub sync).
+
+Plain functions do database work and are called from worker threads (FastAPI's thread pool
+for plain ``def`` routes, ``asyncio.to_thread`` otherwise); ``async`` functions add the hub's
+REST calls and run their database steps in threads, so nothing blocks the event loop.
+Refusals raise ``ops.OpError`` (status + message); the API answers it as JSON, a page
+shows it on the page it redirects to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import contextmanager
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from .. import snapshots
+from ..catalog.db import AuditEvent, sessions
+from ..catalog.live import allocation
+from ..catalog.models import Capacity
+from ..catalog_spawner import cached_catalog, default_state_db_url
+from ..quantities import format_memory
+from ..quota import usage
+from ..roles import ACTION_TEXT, Action, Role
+from . import hub_api, ops
+from .auth import can, is_platform_admin
+from .schemas import CapacityBody
+
+OpError = ops.OpError
+
+
+class Settings:
+    catalog_path = os.environ.get("DSW_CATALOG", "")
+    db_url = os.environ.get("DSW_STATE_DB_URL") or default_state_db_url()
+
+
+@contextmanager
+def context(actor: str):
+    """One transaction as ``actor``: committed on success, rolled back on any exception."""
+    with sessions(Settings.db_url)() as s, s.begin():
+        yield ops.Ctx(cached_catalog(Settings.catalog_path), s, actor)
+
+
+def actor_role(ctx: ops.Ctx, user: dict, ws: str) -> str | None:
+    if is_platform_admin(user):
+        return "platform"
+    w = ctx.catalog.workspace(ws)
+    return w.members.get(user["name"]) if w else None
+
+
+@contextmanager
+def attempt(user: dict, action: str, ws: str, target: str):
+    """A change in one transaction; a refusal rolls it back, then is audited on its own."""
+    try:
+        with context(user["name"]) as ctx:
+            yield ctx
+    except OpError as exc:
+        with context(user["name"]) as ctx:
+            ctx.audit(action, ws, target, "refused", exc.message)
+        raise
+
+
+def require(user: dict, action: Action, ws: str, what: str) -> None:
+    """Refuse (and audit privileged refusals) unless the caller's scopes allow ``action``."""
+    if can(user, action, ws):
+        return
+    with context(user["name"]) as ctx:
+        exists = ctx.catalog.workspace(ws) is not None
+        if exists and action not in (Action.view, Action.list_instances):
+            ctx.audit(action.value, ws, what, "refused", f"{user['name']} lacks {action.value} in {ws}")
+    if not exists:
+        raise OpError(404, f"unknown workspace {ws!r}")
+    raise OpError(403, f"{user['name']} may not {ACTION_TEXT[action]} in workspace {ws}")
+
+
+def require_platform(user: dict, action: str, target: str = "") -> None:
+    if is_platform_admin(user):
+        return
+    with context(user["name"]) as ctx:
+        ctx.audit(action, "", target, "refused", f"{user['name']} is not a platform admin")
+    raise OpError(403, "only platform admins may manage allocations")
+
+
+def capacity(fields: dict) -> Capacity:
+    """Form fields (strings) through the same model as API bodies."""
+    try:
+        return CapacityBody.model_validate(fields)
+    except ValidationError as exc:
+        raise OpError(400, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                     for e in exc.errors())) from None
+
+
+def role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise OpError(400, f"role: choose one of {', '.join(r.value for r in Role)}") from None
+
+
+def cap_text(cap: Capacity) -> str:
+    return f"cpu={cap.cpu:g} memory={format_memory(cap.memory)} gpu={cap.gpu}"
+
+
+# --- reads ---------------------------------------------------------------------------
+def workspaces(user: dict) -> list[dict]:
+    with context(user["name"]) as ctx:
+        return [{"id": w.id, "display_name": w.display_name, "role": w.members.get(user["name"]),
+                 "ws": w} for w in ctx.catalog.workspaces if can(user, Action.view, w.id)]
+
+
+def overview(user: dict, ws: str) -> dict:
+    require(user, Action.view, ws, ws)
+    with context(user["name"]) as ctx:
+        return ops.overview(ctx, ws)
+
+
+async def instances(user: dict, ws: str) -> list[dict]:
+    """Reservations of the workspace, each with the hub's view of its server."""
+    def rows():
+        require(user, Action.list_instances, ws, ws)
+        with context(user["name"]) as ctx:
+            return ops.instances(ctx, ws)
+    found = await asyncio.to_thread(rows)
+    states = await hub_api.server_states({r["user"] for r in found})
+    for r in found:
+        r["state"] = states.get((r["user"], r["server"]), "stopped")
+    return found
+
+
+def saved_images(user: dict, ws: str) -> list[dict]:
+    require(user, Action.view, ws, ws)
+    with context(user["name"]) as ctx:
+        return ops.saved_images(ctx, ws, all_private=can(user, Action.publish_image, ws))
+
+
+def allocations(user: dict, action: str = "list-allocations") -> list[dict]:
+    require_platform(user, action)
+    with context(user["name"]) as ctx:
+        cat = ctx.catalog
+        out = []
+        for g in cat.resource_groups:
+            used = usage(ctx.session, g.id)
+            rows = []
+            for w in cat.workspaces:
+                a = allocation(ctx.base, ctx.session, w.id, g.id)
+                if a or g.id in w.resource_groups:
+                    u = usage(ctx.session, g.id, workspace=w.id)
+                    rows.append({"workspace": w.id, "quota": a.model_dump() if a else None,
+                                 "used": {"cpu": u.cpu, "memory": u.memory, "gpu": u.gpu}})
+            out.append({"id": g.id, "kind": g.kind, "oversell": g.oversell, "capacity": g.capacity.model_dump(),
+                        "used": {"cpu": used.cpu, "memory": used.memory, "gpu": used.gpu}, "workspaces": rows})
+        return out
+
+
+def workspace_ids() -> list[str]:
+    with context("") as ctx:
+        return [w.id for w in ctx.catalog.workspaces]
+
+
+def audit_log(user: dict, limit: int) -> list[dict]:
+    if not can(user, "audit"):
+        raise OpError(403, "only platform admins may read the audit log")
+    if not 1 <= limit <= 10000:
+        raise OpError(400, "limit must be between 1 and 10000")
+    with context(user["name"]) as ctx:
+        rows = ctx.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
+        return [{"at": r.at.isoformat() + "Z", "actor": r.actor, "action": r.action, "workspace": r.workspace,
+                 "target": r.target, "outcome": r.outcome, "detail": r.detail} for r in rows]
+
+
+# --- instances -----------------------------------------------------------------------
+async def stop_instance(user: dict, ws: str, owner: str, server: str) -> dict:
+    def check():
+        require(user, Action.use_own if owner == user["name"] else Action.manage_any, ws, f"{owner}/{server}")
+        with context(user["name"]) as ctx:
+            if ops.instance_workspace(ctx.session, owner, server) != ws:
+                raise OpError(404, f"no running instance {owner}/{server or 'default'} in workspace {ws}")
+            ctx.audit("stop-instance", ws, f"{owner}/{server}", "ok")
+    await asyncio.to_thread(check)
+    status = await hub_api.stop_server(owner, server)
+    return {"stopping": f"{owner}/{server}", "hub_status": status}
+
+
+async def share_instance(user: dict, ws: str, owner: str, server: str) -> dict:
+    def change():
+        if owner != user["name"]:
+            raise OpError(403, "only an instance's creator can share it")
+        require(user, Action.use_own, ws, f"{owner}/{server}")
+        with context(user["name"]) as ctx:
+            ops.share(ctx, ws, owner, server)
+            return ctx.catalog
+    cat = await asyncio.to_thread(change)
+    await hub_api.sync_shares(cat, [(owner, server)], ws)
+    return {"shared": f"{owner}/{server}", "workspace": ws}
+
+
+async def unshare_instance(user: dict, ws: str, owner: str, server: str) -> dict:
+    def change():
+        if owner != user["name"]:
+            raise OpError(403, "only an instance's creator can stop sharing it")
+        with context(user["name"]) as ctx:
+            ops.unshare(ctx, ws, owner, server)
+    await asyncio.to_thread(change)
+    await hub_api.revoke_shares(owner, server)
+    return {"unshared": f"{owner}/{server}", "workspace": ws}
+
+
+# --- members and quotas --------------------------------------------------------------
+async def set_member(user: dict, ws: str, member: str, new_role: Role) -> dict:
+    def change():
+        require(user, Action.manage_members, ws, member)
+        with attempt(user, "set-member", ws, member) as ctx:
+            ops.set_member(ctx, ws, member, new_role, actor_role=actor_role(ctx, user, ws))
+            ctx.audit("set-member", ws, member, "ok", f"role={new_role.value}")
+            return ctx.catalog, ops.shares(ctx.session, ws)
+    cat, shared = await asyncio.to_thread(change)
+    await hub_api.sync_groups(cat, ws)
+    await hub_api.sync_shares(cat, shared, ws)
+    return {"workspace": ws, "user": member, "role": new_role.value}
+
+
+async def remove_member(user: dict, ws: str, member: str) -> dict:
+    def change():
+        require(user, Action.manage_members, ws, member)
+        with attempt(user, "remove-member", ws, member) as ctx:
+            ops.remove_member(ctx, ws, member, actor_role=actor_role(ctx, user, ws))
+            ctx.audit("remove-member", ws, member, "ok")
+            return ctx.catalog, ops.shares(ctx.session, ws)
+    cat, shared = await asyncio.to_thread(change)
+    await hub_api.sync_groups(cat, ws)
+    await hub_api.sync_shares(cat, shared, ws)
+    return {"workspace": ws, "removed": member}
+
+
+def set_member_quota(user: dict, ws: str, member: str, group: str, cap: Capacity) -> dict:
+    require(user, Action.set_member_quota, ws, member)
+    with attempt(user, "set-member-quota", ws, f"{member}@{group}") as ctx:
+        ops.set_member_quota(ctx, ws, member, group, cap)
+        ctx.audit("set-member-quota", ws, f"{member}@{group}", "ok", cap_text(cap))
+    return {"workspace": ws, "user": member, "resource_group": group, **Capacity.model_dump(cap)}
+
+
+def set_allocation(user: dict, group: str, ws: str, cap: Capacity) -> dict:
+    require_platform(user, "allocate", f"{group}/{ws}")
+    with attempt(user, "allocate", ws, group) as ctx:
+        ops.set_allocation(ctx, ws, group, cap)
+        ctx.audit("allocate", ws, group, "ok", cap_text(cap))
+    return {"workspace": ws, "resource_group": group, **Capacity.model_dump(cap)}
+
+
+def remove_allocation(user: dict, group: str, ws: str) -> dict:
+    require_platform(user, "allocate", f"{group}/{ws}")
+    with attempt(user, "remove-allocation", ws, group) as ctx:
+        ops.remove_allocation(ctx, ws, group)
+        ctx.audit("remove-allocation", ws, group, "ok")
+    return {"workspace": ws, "resource_group": group, "removed": True}
+
+
+# --- saved images (the engine part is spawner_ext/snapshots.py) ---------------------------
+def _engine(fn, *args, **kwargs):
+    """One blocking engine call sequence on its own client (run it in a thread)."""
+    cli = snapshots.client()
+    try:
+        return fn(cli, *args, **kwargs)
+    finally:
+        cli.close()
+
+
+def save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -> dict:
+    """Commit (+ push), then one row; a failure after the commit removes the tag. Blocking:
+    call it from a thread."""
+    me = user["name"]
+    target = f"{owner or me}/{server or 'default'}"
+    require(user, Action.save_image, ws, target)
+    with attempt(user, "save-image", ws, target) as ctx:
+        ops.workspace_or_404(ctx.catalog, ws)
+        if owner not in (None, me):
+            raise OpError(403, f"{me} may only save their own instances, not {target}")
+        if not snapshots.valid_name(name):
+            raise OpError(400, f"image name {name!r}: {snapshots.NAME_RULE}")
+    image_id = snapshots.new_id()
+    try:
+        saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id)
+    except snapshots.SaveError as exc:
+        with context(me) as ctx:
+            ctx.audit("save-image", ws, target, "refused" if exc.status < 500 else "failed", exc.message)
+        raise OpError(exc.status, exc.message) from None
+    try:
+        with context(me) as ctx:
+            row = ops.record_saved_image(ctx, ws, image_id, name, saved.ref, saved.base_image, saved.size)
+            ctx.audit("save-image", ws, image_id, "ok", f"{target} -> {saved.ref}")
+    except BaseException:
+        _engine(snapshots.remove_tag, saved.ref)
+        raise
+    return {**row, "pushed": saved.pushed}
+
+
+def publish_image(user: dict, ws: str, image_id: str) -> dict:
+    require(user, Action.publish_image, ws, image_id)
+    with attempt(user, "publish-image", ws, image_id) as ctx:
+        row = ops.publish_image(ctx, ws, image_id)
+        ctx.audit("publish-image", ws, image_id, "ok", row["image"])
+    return row
+
+
+def delete_image(user: dict, ws: str, image_id: str) -> dict:
+    """Refused (409) while an instance runs from the image; else the local tag, the registry's
+    manifest (best effort) and the row go. Blocking: call it from a thread."""
+    require(user, Action.publish_image, ws, image_id)
+    with attempt(user, "delete-image", ws, image_id) as ctx:
+        ref = ops.saved_image_or_404(ctx, ws, image_id).image
+    using = _engine(snapshots.in_use, image_id)
+    with attempt(user, "delete-image", ws, image_id):
+        if using:
+            raise OpError(409, f"instances run from {image_id}: {', '.join(using)}; stop them first")
+    try:
+        _engine(snapshots.remove_tag, ref)
+    except Exception as exc:
+        with context(user["name"]) as ctx:
+            ctx.audit("delete-image", ws, image_id, "failed", str(exc))
+        raise OpError(500, f"the engine could not remove {ref}: {getattr(exc, 'explanation', None) or exc}")
+    problem = snapshots.delete_from_registry(ref)
+    with context(user["name"]) as ctx:
+        row = ops.saved_image_or_404(ctx, ws, image_id)
+        ctx.session.delete(row)
+        ctx.audit("delete-image", ws, image_id, "ok", ref + (f" (registry: {problem})" if problem else ""))
+    return {"deleted": image_id, "image": ref, "registry": problem or "ok"}
