@@ -1,5 +1,7 @@
-"""What both backends share: the catalogue trait, the spawn form, and turning
-``user_options`` into an InstanceSpec (refusals become HTTP errors)."""
+"""The catalogue side of spawning: the catalogue and state-database traits, the spawn form,
+``user_options`` -> InstanceSpec and quota admission (refusals become HTTP errors).
+The sequence that uses them is ``lifecycle.LifecycleMixin``; the service imports
+``cached_catalog`` and ``default_state_db_url`` from here."""
 
 from __future__ import annotations
 
@@ -105,6 +107,3 @@ class CatalogSpawnerMixin(LoggingConfigurable):
             quota.admit(self.sessions, cached_catalog(self.catalog_path), spec)
         except quota.QuotaExceeded as exc:
             raise web.HTTPError(403, log_message=str(exc).replace("%", "%%"), reason=None) from None
-
-    def release(self) -> None:
-        quota.release(self.sessions, self.user.name, self.name or "")

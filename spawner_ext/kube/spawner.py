@@ -1,13 +1,11 @@
 """DSWKubeSpawner: instances as pods, one namespace per workspace.
 
-Thin glue over kubespawner. The spec comes from the shared core
-(``CatalogSpawnerMixin.resolve_spec``); pod fields, the namespace and the home PVC come
-from the pure builders in ``objects.py``. Hooks overridden: ``load_user_options`` (spec ->
-kubespawner traits; quota admission and the storage check, both before anything is
-created; then the namespace/PVC this instance needs), ``get_pod_manifest`` (exact resource
-quantities), ``start`` (fail fast when the image cannot be pulled; release the quota
-reservation when a start fails), ``stop`` (release the reservation) and ``progress``
-(DSW messages).
+Only the Kubernetes steps of the shared lifecycle (``spawner_ext/lifecycle.py``, which
+owns options -> spec, admission, the storage check, progress and release): spec ->
+kubespawner traits (pure builders in ``objects.py``), the OSS keys from a Secret, the
+namespace / network policy / home PVC, creating the pod through kubespawner's own start
+(failing fast when the image cannot be pulled, its pod events copied into the lifecycle's
+progress), polling and deleting the pod.
 
 OSS keys: each OSS mount's catalogue entry names a Secret (``credentials.secret``) in the
 workspace namespace, created by the platform team. The pod gets it only as the CSI
@@ -19,19 +17,20 @@ from __future__ import annotations
 
 import asyncio
 
-from kubernetes_asyncio.client import ApiException, V1ResourceRequirements
+from jupyterhub.utils import exponential_backoff
+from kubernetes_asyncio.client import ApiException, V1DeleteOptions, V1ResourceRequirements
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from ..catalog_spawner import CatalogSpawnerMixin
+from ..lifecycle import LifecycleMixin
 from ..spec import InstanceSpec, Mount
-from ..storage.credentials import Keys, StorageError, check_oss_async
+from ..storage.credentials import Keys, StorageError
 from . import objects
 
 
-class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
+class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
     """Spawn Notebook/VSCode/Terminal instances as pods in the workspace's namespace."""
 
     workspace_namespace_template = Unicode(
@@ -91,9 +90,6 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
         "secretAccessKey", config=True,
         help="Key of the secret key in an OSS entry's Secret (csi-s3 reads secretAccessKey).",
     )
-    storage_timeout = Float(
-        15, config=True, help="Seconds for the OSS access check (boto3) run before each pod is created.",
-    )
     network_policy_peers = Dict(
         {}, config=True,
         help="When set, each workspace namespace gets a NetworkPolicy that admits connections to "
@@ -103,10 +99,6 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
     failure_check_interval = Float(
         0.5, config=True, help="Seconds between checks for a pod that cannot pull its image while starting.",
     )
-
-    @default("options_form")
-    def _dsw_options_form(self):
-        return self._options_form
 
     @default("cmd")
     def _dsw_cmd(self):
@@ -120,6 +112,11 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
     @default("delete_pvc")
     def _dsw_delete_pvc(self):
         # Home volumes are per workspace, not per server: never drop them with a server.
+        return False
+
+    @default("delete_stopped_pods")
+    def _dsw_delete_stopped_pods(self):
+        # poll only reports; the lifecycle's release deletes a pod that ended on its own
         return False
 
     @default("start_timeout")
@@ -145,15 +142,9 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             oss_volume_attributes=dict(self.oss_volume_attributes),
         )
 
-    # --- options -> traits ---------------------------------------------------------
+    # --- spec -> kubespawner traits ------------------------------------------------------
     _dsw_spec: InstanceSpec | None = None
     _dsw_fields: objects.PodFields | None = None
-
-    def _dsw_message(self, message: str) -> None:
-        if not hasattr(self, "_dsw_events"):
-            self._dsw_events = []
-        self._dsw_events.append(message)
-        self.log.info("%s: %s", self._log_name, message)
 
     def apply_spec(self, spec: InstanceSpec) -> objects.PodFields:
         """Set kubespawner's traits from the builders' output (no I/O)."""
@@ -181,55 +172,23 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
         self.mem_guarantee = int(spec.memory * self.memory_request_fraction)
         return fields
 
+    def engine_apply_spec(self, spec: InstanceSpec) -> None:
+        self.apply_spec(spec)
+
+    def engine_placement(self, spec: InstanceSpec) -> str:
+        return f" in namespace {self.namespace}"
+
     async def load_user_options(self):
-        spec = await asyncio.to_thread(self.resolve_spec)
-        try:
-            fields = self.apply_spec(spec)
-        except ValueError as exc:
-            raise web.HTTPError(400, log_message=f"cannot place this instance on Kubernetes: {exc}"
-                                .replace("%", "%%"), reason=None) from None
-        self._dsw_message(
-            f"Preparing {spec.describe()} in namespace {fields.namespace}")
-        # Quota first, as on the local backend: a refusal (403) leaves nothing behind.
-        await asyncio.to_thread(self.admit, spec)
-        self._dsw_admitted = True
-        await self._dsw_storage_preflight(spec, fields.namespace)  # 400 before anything is created
-        if self.create_namespaces:
-            await self._dsw_create(self.api.create_namespace,
-                                   objects.namespace_manifest(fields.namespace, spec.workspace))
-        if self.network_policy_peers:
-            policy = objects.network_policy_manifest(
-                fields.namespace, spec.workspace, self.network_policy_peers["namespace"],
-                self.network_policy_peers["podLabels"])
-            await self._dsw_create(self.api_networking.create_namespaced_network_policy, policy,
-                                   namespace=fields.namespace)
-        pvc = objects.home_pvc_manifest(spec, self.settings)
-        if pvc:
-            created = await self._dsw_create(self.api.create_namespaced_persistent_volume_claim,
-                                             pvc, namespace=fields.namespace)
-            if created:
-                self._dsw_message(f"Created home volume {pvc['metadata']['name']}")
-        for m in spec.mounts:
-            mode = "read-only" if m.read_only else "read-write"
-            how = (f"CSI driver {self.oss_csi_driver}, Secret {objects.oss_secret_ref(m)}" if m.type == "oss"
-                   else "NFS volume")
-            self._dsw_message(f"Mounting {m.url} at {m.mount_path} ({mode}; {how})")
+        """kubespawner's own hook (profiles): the lifecycle has applied the spec already."""
 
-    # --- storage: OSS access checked with the keys of the entry's Secret ------------
-    async def _dsw_storage_preflight(self, spec: InstanceSpec, namespace: str) -> None:
-        """Each OSS mount: read its Secret and check the bucket and prefix with boto3 (in a
-        thread, with timeouts). A problem is a 400 naming the storage; nothing is created yet."""
-        try:
-            for m in spec.mounts:
-                if m.type != "oss":
-                    continue
-                self._dsw_message(f"Checking access to {m.url} for {m.mount_path}")
-                keys = await self._dsw_oss_keys(m, namespace)
-                await check_oss_async(m, keys, timeout=self.storage_timeout)
-        except StorageError as exc:
-            raise web.HTTPError(400, log_message=str(exc).replace("%", "%%"), reason=None) from None
+    # --- storage: OSS keys from the entry's Secret --------------------------------------------
+    def engine_mount_how(self, mount: Mount) -> str:
+        if mount.type == "oss":
+            return f"CSI driver {self.oss_csi_driver}, Secret {objects.oss_secret_ref(mount)}"
+        return "NFS volume"
 
-    async def _dsw_oss_keys(self, mount: Mount, namespace: str) -> Keys:
+    async def engine_oss_keys(self, mount: Mount, spec: InstanceSpec) -> Keys:
+        namespace = self.namespace
         name = objects.oss_secret_ref(mount)
         where = f"storage {mount.storage!r}: Secret {name} in namespace {namespace}"
         try:
@@ -247,9 +206,27 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
                                 access_key_field=self.oss_secret_access_key_field,
                                 secret_key_field=self.oss_secret_secret_key_field)
 
+    # --- shared objects: namespace, network policy, home PVC ----------------------------------
     @property
     def api_networking(self):
         return shared_client("NetworkingV1Api")
+
+    async def engine_prepare(self, spec: InstanceSpec) -> None:
+        namespace = self.namespace
+        if self.create_namespaces:
+            await self._dsw_create(self.api.create_namespace, objects.namespace_manifest(namespace, spec.workspace))
+        if self.network_policy_peers:
+            policy = objects.network_policy_manifest(
+                namespace, spec.workspace, self.network_policy_peers["namespace"],
+                self.network_policy_peers["podLabels"])
+            await self._dsw_create(self.api_networking.create_namespaced_network_policy, policy,
+                                   namespace=namespace)
+        pvc = objects.home_pvc_manifest(spec, self.settings)
+        if pvc:
+            created = await self._dsw_create(self.api.create_namespaced_persistent_volume_claim,
+                                             pvc, namespace=namespace)
+            if created:
+                self.emit(20, f"Created home volume {pvc['metadata']['name']}")
 
     async def _dsw_create(self, create, body: dict, **kwargs) -> bool:
         """Create ``body``; an existing object is fine. True when it was created now."""
@@ -270,27 +247,26 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             pod.spec.containers[0].resources = V1ResourceRequirements(**self._dsw_fields.resources)
         return pod
 
-    # --- start: fail fast when the image cannot be pulled; quota released on failure ---
-    _dsw_admitted = False
-
-    def start(self):
-        self._dsw_events, self._dsw_failure, self._dsw_admitted = [], None, False
-        inner = super().start()  # kubespawner's own start future (sets self._start_future)
-        self._start_future = asyncio.ensure_future(self._dsw_guard(inner))
-        return self._start_future
-
-    async def _dsw_guard(self, inner: asyncio.Future):
+    # --- create: kubespawner's start, failing fast when the image cannot be pulled ----------
+    async def engine_create(self, spec: InstanceSpec):
+        inner = KubeSpawner.start(self)  # kubespawner's own start future (sets self._start_future)
+        pump = asyncio.ensure_future(self._copy_pod_events())
         try:
-            return await self._dsw_watch(inner)
+            return await self._watch_image_pull(inner, spec)
         except BaseException:
             if not inner.done():
                 inner.cancel()
-            if self._dsw_admitted:  # a refused admission reserved nothing
-                self._dsw_admitted = False
-                await asyncio.to_thread(self.release)
             raise
+        finally:
+            await asyncio.wait([pump], timeout=5)  # its last pass after start ended (<= 1 s)
 
-    async def _dsw_watch(self, inner: asyncio.Future):
+    async def _copy_pod_events(self) -> None:
+        """kubespawner's pod events (Scheduled, Pulling, ...) into the lifecycle's progress."""
+        async for event in KubeSpawner.progress(self):
+            event = {k: v for k, v in event.items() if k in ("progress", "message")}
+            self._progress().add(event)
+
+    async def _watch_image_pull(self, inner: asyncio.Future, spec: InstanceSpec):
         while True:
             done, _ = await asyncio.wait({inner}, timeout=self.failure_check_interval)
             if done:
@@ -300,40 +276,32 @@ class DSWKubeSpawner(CatalogSpawnerMixin, KubeSpawner):
             reason = objects.image_pull_failure(pod)
             if reason is None:
                 continue
-            inner.cancel()
-            image = self._dsw_spec.image if self._dsw_spec else self.image
-            message = (f"The image {image} could not be pulled ({reason}). Check the image reference"
-                       + (f" and the pull secret {self._dsw_spec.pull_secret}"
-                          if self._dsw_spec and self._dsw_spec.pull_secret else "")
+            message = (f"The image {spec.image} could not be pulled ({reason}). Check the image reference"
+                       + (f" and the pull secret {spec.pull_secret}" if spec.pull_secret else "")
                        + "; the instance was not started.")
-            self._dsw_failure = message
-            self._dsw_message(message)
-            await self.stop(now=True)
             raise web.HTTPError(500, log_message=message.replace("%", "%%"), reason=None)
 
-    async def stop(self, now=False):
+    # --- poll and delete --------------------------------------------------------------------
+    async def engine_poll(self):
+        return await KubeSpawner.poll(self)
+
+    async def engine_delete(self, now: bool) -> list[str]:
+        """Delete the pod (with the grace period unless ``now``) and wait until it is gone."""
+        await self._start_watching_pods()
+        key = f"{self.namespace}/{self.pod_name}"
+        grace = 0 if now else self.delete_grace_period
         try:
-            await super().stop(now=now)
-        finally:
-            self._dsw_admitted = False
-            await asyncio.to_thread(self.release)
-
-    async def progress(self):
-        """kubespawner's pod events, with the DSW's own messages woven in; a failure comes last."""
-        sent = 0
-
-        def pending():
-            nonlocal sent
-            events = getattr(self, "_dsw_events", [])
-            fresh, sent = events[sent:], len(events)
-            return [m for m in fresh if m != getattr(self, "_dsw_failure", None)]
-
-        async for event in super().progress():
-            for message in pending():
-                yield {"progress": event.get("progress", 0), "message": message}
-            yield event
-        for message in pending():
-            yield {"progress": 95, "message": message}
-        failure = getattr(self, "_dsw_failure", None)
-        if failure:
-            yield {"progress": 100, "failed": True, "message": failure}
+            await asyncio.wait_for(
+                self.api.delete_namespaced_pod(self.pod_name, self.namespace,
+                                               body=V1DeleteOptions(grace_period_seconds=grace),
+                                               grace_period_seconds=grace),
+                self.k8s_api_request_timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            if self.pod_reflector.pods.get(key) is None:
+                return []  # nothing there
+        await exponential_backoff(lambda: self.pod_reflector.pods.get(key) is None,
+                                  f"pod {key} did not disappear in {self.start_timeout} seconds",
+                                  timeout=self.start_timeout)
+        return [f"pod {key}"]

@@ -1,14 +1,15 @@
 """DSWLocalSpawner: instances as containers on one machine (Docker or podman).
 
-Thin glue: the spec comes from the shared core, create-arguments from
-``container.py``; this module only talks to the engine, off the event loop.
+Only the engine steps of the shared lifecycle (``spawner_ext/lifecycle.py``, which owns
+options -> spec, admission, the storage check, progress and release): create-arguments
+come from ``container.py``; this module talks to the engine (off the event loop) and
+mounts OSS with s3fs on the host (``storage/local.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,19 +17,18 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from jupyterhub.spawner import Spawner
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets import Bool, Integer, Unicode, default
 
-from ..catalog_spawner import CatalogSpawnerMixin
-from ..spec import InstanceSpec
+from ..lifecycle import LifecycleMixin
+from ..spec import InstanceSpec, Mount
 from ..storage import local as storage_local
-from ..storage.credentials import Keys, StorageError, check_oss_async, local_keys
+from ..storage.credentials import Keys, StorageError, local_keys
 from . import container
 
 _clients: dict[tuple[str, int], docker.DockerClient] = {}
 
 
-class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
+class DSWLocalSpawner(LifecycleMixin, Spawner):
     """Spawn Notebook/VSCode/Terminal instances as engine containers."""
 
     engine_url = Unicode(
@@ -39,7 +39,6 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
     engine_threads = Integer(8, config=True, help="Threads for blocking engine calls (shared by all spawners).")
     host_ip = Unicode("127.0.0.1", config=True, help="Host address the instance's port is published on.")
     network = Unicode("", config=True, help="Engine network for instances; empty: the engine's default bridge.")
-    ready_interval = Float(0.02, config=True, help="Seconds between readiness probes while a server starts.")
     attach_gpus = Bool(
         True, config=True,
         help="Request the instance type's GPUs from the engine (NVIDIA device requests). Turn off only on "
@@ -55,7 +54,6 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
     s3fs_path = Unicode("s3fs", config=True, help="The s3fs FUSE client (Debian package s3fs).")
     storage_uid = Integer(1000, config=True, help="Owner of files in OSS mounts (the image's jovyan).")
     storage_gid = Integer(100, config=True, help="Group of files in OSS mounts (the image's users group).")
-    storage_timeout = Float(15, config=True, help="Seconds for the OSS access check and for each s3fs mount.")
 
     @default("storage_state")
     def _default_storage_state(self):
@@ -69,10 +67,6 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
     host_port = Integer(0)
 
     _executor: ThreadPoolExecutor | None = None
-
-    @default("options_form")
-    def _default_options_form(self):
-        return self._options_form
 
     @default("start_timeout")
     def _default_start_timeout(self):
@@ -110,133 +104,73 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         self.container_id = ""
         self.host_port = 0
 
-    # --- progress ----------------------------------------------------------------
-    def _event(self, progress: int, message: str) -> None:
-        self._events.append({"progress": progress, "message": message})
-        self._new_event.set()
-        self.log.info("%s: %s", self._log_name, message)
+    # --- storage: NAS binds host folders, OSS is mounted with s3fs on the host ---------------
+    def engine_check_mounts(self, spec: InstanceSpec) -> None:
+        storage_local.bind_spec(spec, self.storage_layout)  # NFS-only entries cannot run here
 
-    async def progress(self):
-        sent = 0
-        while True:
-            events = getattr(self, "_events", [])
-            while sent < len(events):
-                yield events[sent]
-                sent += 1
-            if getattr(self, "_start_done", True) and sent >= len(events):
-                return
-            self._new_event.clear()
-            try:
-                await asyncio.wait_for(self._new_event.wait(), 1)
-            except asyncio.TimeoutError:
-                pass
+    async def engine_check_nas(self, mount: Mount) -> None:
+        folder = mount.host_source if mount.type == "nfs" else mount.source
+        if mount.type in ("host", "nfs") and not await self._run(os.path.isdir, folder):
+            raise StorageError(f"storage {mount.storage!r}: the NAS folder {folder} does not exist on "
+                               "this machine (is the NAS mounted on the host?)")
 
-    # --- lifecycle -----------------------------------------------------------------
-    async def start(self):
-        self._events, self._new_event, self._start_done = [], asyncio.Event(), False
+    async def engine_oss_keys(self, mount: Mount, spec: InstanceSpec) -> Keys:
+        return local_keys(mount)
+
+    def engine_mount_how(self, mount: Mount) -> str:
+        if mount.type == "oss":
+            return "s3fs on the host"
+        return f"host folder {mount.host_source if mount.type == 'nfs' else mount.source}"
+
+    async def engine_mount(self, spec: InstanceSpec, mount: Mount, keys: Keys | None) -> None:
+        if mount.type != "oss":
+            return  # a NAS folder is bound as it is
         try:
-            spec = await self._run(self.resolve_spec)
-            self._apply_limits(spec)
-            await self._run(self.admit, spec)
-            try:
-                return await self._start(spec)
-            except BaseException:
-                await self._run(self.release)
-                raise
-        finally:
-            self._start_done = True
-            self._new_event.set()
+            await self._run(storage_local.mount_oss, self.storage_layout, self.user.name, self.name or "", mount,
+                            keys, s3fs=self.s3fs_path, uid=self.storage_uid, gid=self.storage_gid,
+                            timeout=self.storage_timeout)
+        except StorageError as exc:
+            raise web.HTTPError(500, log_message=str(exc).replace("%", "%%"), reason=None) from None
 
-    def _apply_limits(self, spec: InstanceSpec) -> None:
-        """Expose limits the JupyterHub way (CPU_LIMIT/MEM_LIMIT env) and land on the kind's URL."""
-        self.cpu_limit = spec.cpu
-        self.mem_limit = spec.memory
-        self.default_url = spec.start_url
+    async def engine_release_storage(self) -> list[str]:
+        removed = await self._run(storage_local.release_instance, self.storage_layout,
+                                  self.user.name, self.name or "")
+        return [("credential file " if "/storage-credentials/" in p else "mount ") + p for p in removed]
 
-    async def _start(self, spec: InstanceSpec):
-        name = container.container_name(self.user.name, self.name)
-        self._event(5, f"Preparing {spec.describe()}")
-        keys = await self._storage_preflight(spec)  # refuses before anything is made
-        # independent engine calls, concurrently (each is a round trip to the engine)
-        await asyncio.gather(self._ensure_image(spec.image), self._ensure_volume(spec), self._remove_stale(name))
+    # --- prepare and create ------------------------------------------------------------------
+    @property
+    def _container_name(self) -> str:
+        return container.container_name(self.user.name, self.name)
+
+    async def engine_prepare(self, spec: InstanceSpec) -> None:
+        # independent engine calls, concurrently (each is a round trip to the engine); what a
+        # crashed start of this instance left (container, mounts) goes first
+        await asyncio.gather(self._ensure_image(spec.image), self._ensure_volume(spec),
+                             self._remove_stale(self._container_name), self.engine_release_storage())
+
+    async def engine_create(self, spec: InstanceSpec):
+        name = self._container_name
         # Inside the container the server binds 0.0.0.0:8888; the engine publishes it on host_ip.
         self.ip, self.port = "0.0.0.0", container.SERVER_PORT
-        env = self.get_env()
-        cmd = [*self.cmd, *self.get_args()]
-        try:
-            bound = await self._mount_storage(spec, keys)
-            kwargs = container.create_kwargs(bound, name=name, cmd=cmd, env=env, host_ip=self.host_ip,
-                                             network=self.network or None, attach_gpus=self.attach_gpus)
-            self._event(40, f"Starting container {name} from {spec.image}")
-            created = await self._run(self.client.api.create_container, **kwargs)
-            self.container_id = created["Id"]
-            await self._run(self.client.api.start, self.container_id)
-            self.host_port = await self._published_port()
-            self._event(60, "Waiting for the server to answer")
-            await self._wait_ready(spec)
-        except BaseException:
-            await self._remove_container()
-            await self._release_storage()
-            raise
-        self._event(100, f"Server ready: opening {spec.start_url}")
+        kwargs = container.create_kwargs(storage_local.bind_spec(spec, self.storage_layout), name=name,
+                                         cmd=[*self.cmd, *self.get_args()], env=self.get_env(),
+                                         host_ip=self.host_ip, network=self.network or None,
+                                         attach_gpus=self.attach_gpus)
+        self.emit(40, f"Starting container {name} from {spec.image}")
+        created = await self._run(self.client.api.create_container, **kwargs)
+        self.container_id = created["Id"]
+        await self._run(self.client.api.start, self.container_id)
+        self.host_port = await self._published_port()
         return (self.host_ip, self.host_port)
 
-    # --- storage (NAS binds, OSS via s3fs) -----------------------------------------------
-    @staticmethod
-    def _storage_refusal(exc: StorageError) -> web.HTTPError:
-        return web.HTTPError(400, log_message=str(exc).replace("%", "%%"), reason=None)
+    async def engine_wait_ready(self, spec: InstanceSpec, url) -> None:
+        self.emit(60, "Waiting for the server to answer")
+        await self.probe_until_up(f"http://{self.host_ip}:{self.host_port}{self.server.base_url}api",
+                                  exit_detail=self._log_tail)
 
-    async def _storage_preflight(self, spec: InstanceSpec) -> dict[str, Keys]:
-        """Keys found and OSS access checked (boto3, in a thread, with timeouts); NAS host
-        folders exist. Raises a 400 naming the storage; nothing has been made yet."""
-        keys: dict[str, Keys] = {}
-        try:
-            storage_local.bind_spec(spec, self.storage_layout)  # NFS-only entries cannot run here
-            for m in spec.mounts:
-                if m.type == "oss":
-                    self._event(8, f"Checking access to {m.url} for {m.mount_path}")
-                    keys[m.storage] = local_keys(m)
-                    await check_oss_async(m, keys[m.storage], timeout=self.storage_timeout)
-                elif m.type in ("host", "nfs"):
-                    folder = m.host_source if m.type == "nfs" else m.source
-                    ok = await self._run(os.path.isdir, folder)
-                    if not ok:
-                        raise StorageError(f"storage {m.storage!r}: the NAS folder {folder} does not exist on "
-                                           "this machine (is the NAS mounted on the host?)")
-        except StorageError as exc:
-            raise self._storage_refusal(exc) from None
-        return keys
-
-    async def _mount_storage(self, spec: InstanceSpec, keys: dict[str, Keys]) -> InstanceSpec:
-        """Mount each OSS entry with s3fs on the host; return the spec the engine binds."""
-        layout = self.storage_layout
-        if spec.mounts:
-            await self._release_storage()  # leftovers of a crashed start of this instance
-        for m in spec.mounts:
-            mode = "read-only" if m.read_only else "read-write"
-            if m.type == "oss":
-                self._event(30, f"Mounting {m.url} at {m.mount_path} ({mode})")
-                try:
-                    await self._run(storage_local.mount_oss, layout, self.user.name, self.name or "", m,
-                                    keys[m.storage], s3fs=self.s3fs_path, uid=self.storage_uid,
-                                    gid=self.storage_gid, timeout=self.storage_timeout)
-                except StorageError as exc:
-                    raise web.HTTPError(500, log_message=str(exc).replace("%", "%%"), reason=None) from None
-            else:
-                folder = m.host_source if m.type == "nfs" else m.source
-                self._event(30, f"Mounting NAS {folder} at {m.mount_path} ({mode})")
-        return storage_local.bind_spec(spec, layout)
-
-    async def _release_storage(self) -> None:
-        try:
-            removed = await self._run(storage_local.release_instance, self.storage_layout,
-                                      self.user.name, self.name or "")
-        except StorageError as exc:
-            self.log.warning("%s: storage not fully released: %s", self._log_name, exc)
-            return
-        if removed:
-            self.log.info("%s: released storage: %s", self._log_name,
-                          ", ".join(p for p in removed if "/storage-credentials/" not in p) or "credentials")
+    async def _log_tail(self) -> str:
+        logs = await self._run(self.client.api.logs, self.container_id, tail=15)
+        return " | ".join(logs.decode(errors="replace").strip().splitlines()[-5:])
 
     async def _ensure_image(self, ref: str) -> None:
         try:
@@ -244,7 +178,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
             return
         except ImageNotFound:
             pass
-        self._event(10, f"Pulling image {ref}")
+        self.emit(10, f"Pulling image {ref}")
         reason = ""
         try:
             # The engine reports pull failures inside the stream, not as an HTTP error.
@@ -263,7 +197,7 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
         try:
             await self._run(self.client.api.inspect_volume, spec.home.source)
         except NotFound:
-            self._event(20, f"Creating home volume {spec.home.source}")
+            self.emit(20, f"Creating home volume {spec.home.source}")
             try:
                 await self._run(self.client.api.create_volume, spec.home.source, labels=spec.home_labels())
             except APIError:
@@ -272,13 +206,23 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
 
     async def _remove_stale(self, name: str) -> None:
         """A container left by a crash under our name would block the new one."""
+        if await self._remove_managed(name):
+            self.log.info("%s: removed stale container %s", self._log_name, name)
+
+    async def _remove_managed(self, ref: str) -> bool:
+        """Force-remove a DSW container by id or name; never one DSW did not make."""
         try:
-            info = await self._run(self.client.api.inspect_container, name)
+            info = await self._run(self.client.api.inspect_container, ref)
         except NotFound:
-            return
+            return False
         if info["Config"]["Labels"].get(container.MANAGED_LABEL) != "true":
-            raise web.HTTPError(409, "%s", f"a container named {name} exists and is not managed by DSW Hub")
-        await self._run(self.client.api.remove_container, name, force=True)
+            raise web.HTTPError(409, "%s", f"a container named {info['Name'].lstrip('/')} exists and is not "
+                                           "managed by DSW Hub")
+        try:
+            await self._run(self.client.api.remove_container, info["Id"], force=True)
+        except NotFound:
+            return False
+        return True
 
     async def _published_port(self) -> int:
         info = await self._run(self.client.api.inspect_container, self.container_id)
@@ -287,37 +231,13 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
             raise web.HTTPError(500, "%s", "the engine did not publish the server port")
         return int(bindings[0]["HostPort"])
 
-    async def _wait_ready(self, spec: InstanceSpec) -> None:
-        """Probe until the server answers, so the hub never backs off waiting for it."""
-        url = f"http://{self.host_ip}:{self.host_port}{self.server.base_url}api"
-        http = AsyncHTTPClient()
-        deadline = time.monotonic() + self.start_timeout
-        next_check = time.monotonic() + 1
-        while time.monotonic() < deadline:
-            try:
-                await http.fetch(url, request_timeout=2, connect_timeout=1)
-                return
-            except HTTPClientError as exc:
-                if exc.code != 599:  # any HTTP answer means the server is up
-                    return
-            except OSError:
-                pass
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + 1
-                status = await self.poll()
-                if status is not None:
-                    logs = await self._run(self.client.api.logs, self.container_id, tail=15)
-                    tail = logs.decode(errors="replace").strip().splitlines()[-5:]
-                    raise web.HTTPError(500, "%s", f"the server exited with status {status} while starting: "
-                                             + " | ".join(tail))
-            await asyncio.sleep(self.ready_interval)
-        raise web.HTTPError(500, "%s", f"the server did not answer within {self.start_timeout} s")
-
-    async def poll(self):
-        if not self.container_id:
+    # --- poll and delete -----------------------------------------------------------------------
+    async def engine_poll(self):
+        ref = self.container_id
+        if not ref:
             return 0
         try:
-            info = await self._run(self.client.api.inspect_container, self.container_id)
+            info = await self._run(self.client.api.inspect_container, ref)
         except NotFound:
             return 0
         except (DockerException, OSError) as exc:
@@ -328,23 +248,26 @@ class DSWLocalSpawner(CatalogSpawnerMixin, Spawner):
             return None
         return state.get("ExitCode") or 1
 
-    async def stop(self, now=False):
-        try:
-            if self.container_id:
-                try:
-                    await self._run(self.client.api.stop, self.container_id, timeout=0 if now else self.stop_timeout)
-                except NotFound:
-                    pass
-            await self._remove_container()
-            await self._release_storage()
-        finally:
-            await self._run(self.release)
-
-    async def _remove_container(self) -> None:
-        if not self.container_id:
-            return
-        try:
-            await self._run(self.client.api.remove_container, self.container_id, force=True)
-        except NotFound:
-            pass
+    async def engine_delete(self, now: bool) -> list[str]:
+        """Stop (unless ``now``) and remove this instance's container, found by id or by its
+        name (the name is all that is left when the state was lost). Never one DSW did not make."""
+        released = []
+        for ref in dict.fromkeys(r for r in (self.container_id, self._container_name) if r):
+            try:
+                info = await self._run(self.client.api.inspect_container, ref)
+            except NotFound:
+                continue
+            if info["Config"]["Labels"].get(container.MANAGED_LABEL) != "true":
+                self.log.warning("%s: container %s is not managed by DSW Hub: left alone", self._log_name, ref)
+                continue
+            state = info["State"]
+            try:
+                if state.get("Running") and not now:
+                    await self._run(self.client.api.stop, info["Id"], timeout=self.stop_timeout)
+                await self._run(self.client.api.remove_container, info["Id"], force=True)
+            except NotFound:
+                continue
+            how = "running" if state.get("Running") else f"exited with {state.get('ExitCode')}"
+            released.append(f"container {info['Name'].lstrip('/')} ({how})")
         self.container_id = ""
+        return released
