@@ -31,7 +31,8 @@ def qhub(tmp_path_factory, engine, engine_url):
         resource_groups=[{"id": "gpu", "kind": "dedicated", "capacity": {"cpu": 32, "memory": "32Gi", "gpu": 8}}],
     )
     # No GPU on these machines: GPUs are counted by the quota but not requested from the engine.
-    h = Hub(tmp / "state", catalog, engine_url, extra_env={"DSW_ATTACH_GPUS": "0", "DSW_SERVER_LIMIT": "0"})
+    h = Hub(tmp / "state", catalog, engine_url, extra_env={"DSW_ATTACH_GPUS": "0", "DSW_SERVER_LIMIT": "0",
+                                                         "DSW_RECONCILE_SECONDS": "1"})
     h.start()
     h.tokens = {u: h.user_token(u) for u in ("q-alice", "q-bob", "q-root", "q-nina")}
     h.wait_service()
@@ -138,6 +139,61 @@ def test_malformed_json(qhub):
     r = requests.put(f"{qhub.url}/services/dsw/api/v1/allocations/gpu/qvision", data="{not json",
                      headers={"Authorization": f"token {qhub.tokens['q-root']}", "Content-Type": "application/json"})
     assert r.status_code == 400 and "JSON" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_json_body_whatever_the_content_type_says(qhub, content_type):
+    """Issue 13: `curl -d '{...}'` sends application/x-www-form-urlencoded; the API reads JSON
+    anyway, as JupyterHub's REST API does."""
+    headers = {"Authorization": f"token {qhub.tokens['q-root']}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = requests.put(f"{qhub.url}/services/dsw/api/v1/allocations/gpu/qnlp", headers=headers, timeout=60,
+                     data='{"cpu": 2, "memory": "2Gi", "gpu": 1}')
+    assert r.status_code == 200, r.text
+    listing = svc(qhub, "q-root", "GET", "/allocations").json()
+    [row] = [w for w in listing[0]["workspaces"] if w["workspace"] == "qnlp"]
+    assert row["quota"] == {"cpu": 2.0, "memory": 2 * 2**30, "gpu": 1}
+
+
+@pytest.mark.parametrize("body", ["cpu=2&memory=2Gi&gpu=1", "role=owner", ""])
+def test_a_body_that_is_not_json_is_refused_saying_what_was_expected(qhub, body):
+    before = svc(qhub, "q-root", "GET", "/allocations").json()
+    r = requests.put(f"{qhub.url}/services/dsw/api/v1/allocations/gpu/qnlp", data=body, timeout=60,
+                     headers={"Authorization": f"token {qhub.tokens['q-root']}",
+                              "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert ("must be JSON" in detail) if body else ("body: Field required" in detail), detail
+    assert svc(qhub, "q-root", "GET", "/allocations").json() == before
+
+
+def test_reconcile_releases_reservations_of_servers_that_do_not_run(qhub):
+    """Issue 8 part 4: a reservation whose server the hub reports neither ready nor pending
+    (here one left behind by a lost release) is deleted within one reconcile interval (1 s
+    here), logged and audited; a running instance keeps its reservation."""
+    from spawner_ext.catalog.db import Reservation, sessions
+
+    assert qhub.spawn("q-bob", "kept", {"workspace": WS, "kind": "terminal"}).status_code in (201, 202)
+    before = gpu_used(qhub)
+    db = sessions(f"sqlite:///{qhub.state}/dsw.sqlite")
+    with db() as s, s.begin():
+        s.add(Reservation(workspace=WS, user="q-alice", server="ghost", resource_group="gpu", kind="terminal",
+                          instance_type="gpu-1", cpu=0.25, memory=512 * 2**20, gpu=1))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = {(r["user"], r["server"]) for r in svc(qhub, "q-root", "GET", f"/workspaces/{WS}/instances").json()}
+        if ("q-alice", "ghost") not in rows:
+            break
+        time.sleep(0.2)
+    assert ("q-alice", "ghost") not in rows and ("q-bob", "kept") in rows, rows
+    assert gpu_used(qhub) == before
+    audit = svc(qhub, "q-root", "GET", "/audit").json()
+    assert [a for a in audit if a["actor"] == "reconcile" and a["action"] == "release-reservation"
+            and a["target"] == "q-alice/ghost" and "neither running nor starting" in a["detail"]]
+    assert "released the quota reservation of q-alice/ghost in qvision" in qhub.log.read_text()
+    qhub.stop_server("q-bob", "kept")
+    assert gpu_used(qhub) == before - 1
 
 
 def test_openapi_document_lists_the_api(qhub):
