@@ -152,10 +152,10 @@ def discover(issuer: str, timeout: float = 10) -> dict:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             doc = json.load(r)
     except Exception as exc:
-        raise RuntimeError(f"DSW_OIDC_ISSUER: cannot read {url}: {exc}") from None
+        raise RuntimeError(f"OIDC issuer (DSW_OIDC_ISSUER): cannot read {url}: {exc}") from None
     missing = [k for k in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint") if not doc.get(k)]
     if missing:
-        raise RuntimeError(f"DSW_OIDC_ISSUER: {url} lacks {', '.join(missing)}")
+        raise RuntimeError(f"OIDC issuer (DSW_OIDC_ISSUER): {url} lacks {', '.join(missing)}")
     return doc
 
 
@@ -170,6 +170,12 @@ class DSWOAuthenticator(GenericOAuthenticator):
         Checked against the catalogue at startup (unknown workspace or role, or 'owner': refused,
         naming the entry). Several groups mapping to one workspace: the highest role wins
         (owner > admin > ops > developer > labeler > visitor).""",
+    )
+    issuer = Unicode(
+        config=True,
+        help="""OpenID Connect issuer URL. When set, the authorize, token and userinfo URLs are read
+        from its discovery document when the hub starts the authenticator (not when the
+        configuration file is read), so a configuration can be loaded without the provider.""",
     )
     state_db_url = Unicode(config=True, help="SQLAlchemy URL of the DSW state database (MemberChange rows).")
     catalog_path = Unicode(config=True, help="The catalogue YAML (workspaces and their YAML members).")
@@ -191,6 +197,11 @@ class DSWOAuthenticator(GenericOAuthenticator):
         super().__init__(**kwargs)
         if not self.catalog_path or not self.state_db_url:
             raise ValueError("DSWOAuthenticator needs catalog_path and state_db_url")
+        if self.issuer:
+            oidc = discover(self.issuer)  # fails the hub's start naming the issuer
+            self.authorize_url = oidc["authorization_endpoint"]
+            self.token_url = oidc["token_endpoint"]
+            self.userdata_url = oidc["userinfo_endpoint"]
         # fail at startup, naming the bad entry
         self._parsed_map = parse_role_map(self.workspace_role_map, load_catalog(self.catalog_path))
 

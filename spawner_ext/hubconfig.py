@@ -1,0 +1,234 @@
+"""Configure a JupyterHub config object for DSW: everything the hub runs, for both deployments.
+
+``hub_config/jupyterhub_config.py`` (one machine) and the chart's
+``helm/dsw-hub/files/jupyterhub_config.py`` (Kubernetes) both build a ``HubSettings`` and call
+``configure(c, settings)``. So the sign-in, the workspace groups, roles and custom scopes, the
+DSW service, named servers, the idle culler and the admin token are the same product on both;
+the two files keep only what differs: where settings come from, which spawner (and its traits),
+and how the proxy and the hub database are reached.
+
+The defaults live here, once: a deployment passes only what it knows, and a ``DSW_*``
+environment variable that is set wins (``HubSettings.from_environ``; ``ENVIRONMENT`` lists the
+names). Secrets (passwords, tokens, client secret, database URL) are ``SecretStr`` or come only
+from the environment, so they never print with the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from . import rbac
+from .catalog import load_catalog
+from .catalog.db import sessions
+from .catalog.live import effective_catalog
+from .catalog.models import Catalog
+
+# DSW_* variable -> HubSettings field. The one-machine README lists these; the chart sets
+# the secret ones from its Secret (DSW_ADMIN_TOKEN, DSW_STATE_DB_URL, DSW_OIDC_CLIENT_SECRET,
+# DSW_ADMIN_PASSWORD, DSW_USER_PASSWORD) and DSW_SERVICE_HOST from the pod's IP.
+ENVIRONMENT: dict[str, str] = {
+    "DSW_CATALOG": "catalog_path",
+    "DSW_STATE": "state_dir",
+    "DSW_STATE_DB_URL": "state_db_url",
+    "DSW_BIND_URL": "public_url",
+    "DSW_AUTH": "auth",
+    "DSW_ADMIN_PASSWORD": "embedded_admin_password",
+    "DSW_USER_PASSWORD": "embedded_user_password",
+    "DSW_OIDC_ISSUER": "oidc_issuer",
+    "DSW_OIDC_CLIENT_ID": "oidc_client_id",
+    "DSW_OIDC_CLIENT_SECRET": "oidc_client_secret",
+    "DSW_OIDC_USERNAME_CLAIM": "oidc_username_claim",
+    "DSW_OIDC_GROUPS_CLAIM": "oidc_groups_claim",
+    "DSW_OIDC_ROLE_MAP": "oidc_role_map",
+    "DSW_SERVICE_HOST": "service_host",
+    "DSW_SERVICE_PORT": "service_port",
+    "DSW_RECONCILE_SECONDS": "reconcile_seconds",
+    "DSW_IDLE_TIMEOUT": "idle_timeout",
+    "DSW_ADMIN_TOKEN": "admin_token",
+    "DSW_SERVER_LIMIT": "server_limit",
+    "DSW_POLL_INTERVAL": "poll_interval",
+    "DSW_ENGINE_URL": "engine_url",
+    "DSW_IMAGE_REGISTRY": "image_registry",
+    "DSW_IMAGE_REGISTRY_TLS_VERIFY": "image_registry_tls_verify",
+    "DSW_SAVE_TIMEOUT": "save_timeout",
+}
+
+
+class HubSettings(BaseModel):
+    """What the hub needs to know, with the defaults of both deployments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    catalog_path: str
+    state_dir: str = "/var/lib/dsw-hub"
+    state_db_url: SecretStr = SecretStr("")  # empty: sqlite file dsw.sqlite in state_dir
+    public_url: str = "http://127.0.0.1:8000"
+
+    # sign-in: embedded (catalogue members, generated passwords), oidc (single sign-on),
+    # custom (any authenticator class: the chart's values schema guards against accept-anything ones)
+    auth: Literal["embedded", "oidc", "custom"] = "embedded"
+    authenticator_class: str = ""
+    admin_users: tuple[str, ...] = ()  # in addition to the catalogue's platform_admins
+    embedded_admin_password: SecretStr | None = None
+    embedded_user_password: SecretStr | None = None
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_role_map: dict[str, Any] = {}  # checked against the catalogue by DSWOAuthenticator
+    oidc_callback_url: str = ""  # empty: <public_url>/hub/oauth_callback
+
+    # the DSW service (pages and API at /services/dsw/), run by the hub
+    service_host: str = "127.0.0.1"
+    service_port: int = Field(10101, ge=1, le=65535)
+    reconcile_seconds: float = Field(60, ge=0)
+    engine_url: str = ""  # empty: no container engine (Kubernetes); saving images is refused
+    image_registry: str = ""
+    image_registry_tls_verify: bool = True
+    save_timeout: int | None = Field(None, gt=0)
+
+    idle_timeout: int = Field(0, ge=0)  # seconds; 0: no idle culler
+    admin_token: SecretStr | None = None  # set: a "dsw-admin" service with the admin role
+    server_limit: int = Field(5, ge=0)  # named servers per user (JupyterHub: 0 is unlimited)
+    poll_interval: int = Field(15, gt=0)  # seconds: how soon the hub notices an instance that died
+
+    @field_validator("oidc_role_map", mode="before")
+    @classmethod
+    def _json_text(cls, value):
+        if isinstance(value, str):  # DSW_OIDC_ROLE_MAP is JSON text
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """The DSW state database: the given URL, or a sqlite file next to the hub's state."""
+        return self.state_db_url.get_secret_value() or f"sqlite:///{os.path.join(self.state_dir, 'dsw.sqlite')}"
+
+    @property
+    def service_url(self) -> str:
+        return f"http://{self.service_host}:{self.service_port}"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], **base: Any) -> HubSettings:
+        """``base`` (what the deployment's file knows) overlaid with every non-empty DSW_*
+        variable of ``ENVIRONMENT``. A bad value is refused naming the variable (or the key)."""
+        given = {field: environ[var] for var, field in ENVIRONMENT.items() if environ.get(var)}
+        try:
+            return cls(**{**base, **given})
+        except ValidationError as exc:
+            names = {field: var for var, field in ENVIRONMENT.items() if var in environ and environ[var]}
+            problems = [f"{names.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else '?'}: {e['msg']}"
+                        for e in exc.errors()]
+            raise ValueError("invalid DSW hub settings:\n  " + "\n  ".join(problems)) from None
+
+
+def configure(c, settings: HubSettings) -> Catalog:
+    """Set everything DSW needs on the config object ``c``; return the effective catalogue."""
+    s = settings
+    catalog = load_catalog(s.catalog_path)  # fail fast with file/path/cause on a bad catalogue
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = s.server_limit
+    c.JupyterHub.default_url = "/hub/home"
+    c.Spawner.poll_interval = s.poll_interval
+    c.CatalogSpawnerMixin.catalog_path = s.catalog_path
+    c.CatalogSpawnerMixin.state_db_url = s.db_url
+    _authenticator(c, s, catalog)
+
+    # workspace roles as JupyterHub RBAC: groups, roles and custom scopes from the catalogue
+    # as changed at run time (members added/removed through the service, SSO logins)
+    with sessions(s.db_url)() as session:
+        live = effective_catalog(catalog, session)
+    c.JupyterHub.custom_scopes = rbac.custom_scopes()
+    # with SSO the authenticator sets each user's groups at login (manage_groups; the hub
+    # refuses load_groups then)
+    c.JupyterHub.load_groups = ({} if s.auth == "oidc"
+                                else {name: {"users": users} for name, users in rbac.groups(live).items()})
+    roles = rbac.roles(live)
+    services = [dsw_service(s)]
+    if s.idle_timeout > 0:
+        culler, culler_role = idle_culler(s.idle_timeout)
+        services.append(culler)
+        roles.append(culler_role)
+    if s.admin_token is not None and s.admin_token.get_secret_value():
+        services.append({"name": "dsw-admin", "api_token": s.admin_token.get_secret_value()})
+        roles.append({"name": "admin", "services": ["dsw-admin"]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+    return live
+
+
+def _authenticator(c, s: HubSettings, catalog: Catalog) -> None:
+    c.Authenticator.admin_users = set(catalog.platform_admins) | set(s.admin_users)
+    if s.auth == "oidc":
+        # single sign-on: provider groups -> workspace roles at each login (spawner_ext/sso.py);
+        # the provider's endpoints are discovered when the hub starts the authenticator
+        for name in ("oidc_issuer", "oidc_client_id"):
+            if not getattr(s, name):
+                raise ValueError(f"DSW hub settings: auth=oidc needs {name}")
+        a = c.DSWOAuthenticator
+        c.JupyterHub.authenticator_class = "spawner_ext.sso.DSWOAuthenticator"
+        a.issuer = s.oidc_issuer
+        a.client_id = s.oidc_client_id
+        a.client_secret = s.oidc_client_secret.get_secret_value()
+        a.oauth_callback_url = s.oidc_callback_url or f"{s.public_url.rstrip('/')}/hub/oauth_callback"
+        a.username_claim = s.oidc_username_claim
+        a.auth_state_groups_key = f"oauth_user.{s.oidc_groups_claim}"
+        a.workspace_role_map = dict(s.oidc_role_map)
+        a.catalog_path = s.catalog_path
+        a.state_db_url = s.db_url
+    elif s.auth == "embedded":
+        # catalogue members sign in with the shared member password, platform admins with theirs
+        if s.embedded_admin_password is None or s.embedded_user_password is None:
+            raise ValueError("DSW hub settings: auth=embedded needs embedded_admin_password and "
+                             "embedded_user_password (DSW_ADMIN_PASSWORD, DSW_USER_PASSWORD)")
+        c.JupyterHub.authenticator_class = "shared-password"
+        c.SharedPasswordAuthenticator.admin_password = s.embedded_admin_password.get_secret_value()
+        c.SharedPasswordAuthenticator.user_password = s.embedded_user_password.get_secret_value()
+        c.Authenticator.allowed_users = catalog.usernames()
+        c.Authenticator.allow_existing_users = True  # members added at run time through the DSW service
+    else:
+        if not s.authenticator_class:
+            raise ValueError("DSW hub settings: auth=custom needs authenticator_class")
+        c.JupyterHub.authenticator_class = s.authenticator_class
+
+
+def dsw_service(s: HubSettings) -> dict:
+    """The DSW service (FastAPI, ``python -m spawner_ext.service``) as a hub-managed service:
+    the hub starts it with its own API token and routes /services/dsw/ to it."""
+    env = {"DSW_CATALOG": s.catalog_path, "DSW_STATE_DB_URL": s.db_url, "DSW_STATE": s.state_dir,
+           "DSW_RECONCILE_SECONDS": f"{s.reconcile_seconds:g}", "PYTHONPATH": os.pathsep.join(sys.path),
+           "DSW_IMAGE_REGISTRY_TLS_VERIFY": "1" if s.image_registry_tls_verify else "0"}
+    # saving instances as images (spawner_ext/snapshots.py) runs in the service: only with an engine
+    if s.engine_url:
+        env["DSW_ENGINE_URL"] = s.engine_url
+    if s.image_registry:
+        env["DSW_IMAGE_REGISTRY"] = s.image_registry
+    if s.save_timeout:
+        env["DSW_SAVE_TIMEOUT"] = str(s.save_timeout)
+    return {
+        "name": "dsw",
+        "url": s.service_url,
+        "command": [sys.executable, "-m", "spawner_ext.service"],
+        "environment": env,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": sorted(rbac.custom_scopes()),
+        "display": True,
+    }
+
+
+def idle_culler(timeout: int) -> tuple[dict, dict]:
+    """jupyterhub-idle-culler as a hub-managed service, and the least-privilege role it needs
+    (find users' servers and their activity, stop servers; it never removes users)."""
+    service = {"name": "idle-culler",
+               "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
+                           f"--cull-every={max(5, min(300, timeout // 2))}"]}
+    role = {"name": "idle-culler", "services": ["idle-culler"],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
+    return service, role
