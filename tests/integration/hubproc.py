@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 class Hub:
-    def __init__(self, state: Path, catalog: Path, engine_url: str, extra_env: dict | None = None):
+    def __init__(self, state: Path, catalog: Path, engine_url: str, extra_env: dict | None = None,
+                 config: Path | None = None):
+        self.config = config or ROOT / "hub_config" / "jupyterhub_config.py"
         self.state = state
         self.catalog = catalog
         self.engine_url = engine_url
@@ -53,7 +55,7 @@ class Hub:
         env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [str(bindir / "jupyterhub"), "-f", str(ROOT / "hub_config" / "jupyterhub_config.py")],
+            [str(bindir / "jupyterhub"), "-f", str(self.config)],
             cwd=self.state, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
