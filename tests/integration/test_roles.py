@@ -224,3 +224,47 @@ def test_platform_admin_only_allocations_and_audit(rhub):
     page = as_user(rhub, "t-root", "GET", "/services/dsw/admin/allocations", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "Resource-group allocations" in page.text
     assert as_user(rhub, "t-alice", "GET", "/services/dsw/admin/allocations").status_code == 403
+
+
+# --- forged cross-site requests (CSRF) riding on a logged-in owner's cookie ----------------
+# The attacker's page posts to the service from the owner's browser: the browser sends the
+# service's login cookie (here: the owner's own token, the strongest cookie there is) but no
+# Authorization header, and an HTML form can only send form-urlencoded, multipart or
+# text/plain bodies. Since the API reads JSON whatever Content-Type says (issue 13), the
+# payload below IS valid JSON: only the refusal to take the cookie for changes protects it.
+FORGED = [
+    ("PUT", f"/services/dsw/api/v1/workspaces/{WS}/members/t-vic", "application/x-www-form-urlencoded",
+     '{"role": "admin"}'),
+    ("PUT", f"/services/dsw/api/v1/workspaces/{WS}/members/t-vic", "text/plain", '{"role": "admin"}'),
+    ("DELETE", f"/services/dsw/api/v1/workspaces/{WS}/members/t-bob", "application/x-www-form-urlencoded", ""),
+    ("PUT", f"/services/dsw/api/v1/workspaces/{WS}/members/t-vic/quotas/cpu", "application/x-www-form-urlencoded",
+     '{"cpu": 8, "memory": "16Gi", "gpu": 0}'),
+    ("PUT", f"/services/dsw/api/v1/allocations/cpu/{WS}", "text/plain", '{"cpu": 8, "memory": "16Gi", "gpu": 0}'),
+]
+
+
+@pytest.mark.parametrize("method,path,content_type,body", FORGED, ids=[f"{f[0]} {f[2]} {i}" for i, f in enumerate(FORGED)])
+def test_forged_api_change_with_only_the_login_cookie_is_refused(rhub, method, path, content_type, body):
+    before = (members(rhub), svc(rhub, "t-root", "GET", f"/workspaces/{WS}").json(),
+              svc(rhub, "t-root", "GET", "/allocations").json())
+    victim = "t-root" if "/allocations/" in path else "t-alice"
+    r = requests.request(method, f"{rhub.url}{path}", data=body, timeout=60, allow_redirects=False,
+                         headers={"Content-Type": content_type, "Origin": "http://evil.example",
+                                  "Cookie": f"dsw-service-token={rhub.tokens[victim]}"})
+    assert r.status_code == 401, r.text
+    after = (members(rhub), svc(rhub, "t-root", "GET", f"/workspaces/{WS}").json(),
+             svc(rhub, "t-root", "GET", "/allocations").json())
+    assert after == before
+
+
+def test_forged_page_form_without_the_csrf_token_is_refused(rhub):
+    """The pages take the cookie, so their forms need the CSRF token of a page the service
+    rendered (double-submit cookie, SameSite=strict): a forged form has neither."""
+    before = members(rhub)
+    cookie = f"dsw-service-token={rhub.tokens['t-alice']}"
+    for csrf_cookie, csrf_field in (("", ""), ("", "guessed"), ("guessed", "other")):
+        r = requests.post(f"{rhub.url}/services/dsw/workspaces/{WS}/members", timeout=60, allow_redirects=False,
+                          data={"member": "t-vic", "role": "admin", "csrf": csrf_field},
+                          headers={"Cookie": cookie + (f"; dsw-csrf={csrf_cookie}" if csrf_cookie else "")})
+        assert r.status_code == 403 and "form expired" in r.json()["detail"], r.text
+    assert members(rhub) == before
