@@ -275,6 +275,8 @@ def pod_fields(spec: InstanceSpec, settings: KubeSettings) -> PodFields:
 
 
 def namespace_manifest(name: str, workspace: str) -> dict:
+    """A workspace's namespace, made by the hub only for workspaces the chart does not list
+    (``rbac.workspaces``: the chart makes those, with the hub's Role; ``create_namespaces`` off)."""
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": workspace_labels(workspace)}}
 
@@ -300,7 +302,8 @@ def home_pvc_manifest(spec: InstanceSpec, settings: KubeSettings) -> dict | None
 def network_policy_manifest(namespace: str, workspace: str, peer_namespace: str,
                             peer_pod_labels: list[Mapping[str, str]]) -> dict:
     """Only the listed pods (the hub and the proxy, in the hub's namespace) may open
-    connections to DSW instances in a workspace namespace. Egress stays open."""
+    connections to DSW instances in a workspace namespace. Egress stays open.
+    The hub is the one maker of this policy in every deployment (the chart makes none)."""
     if not peer_pod_labels:
         raise ValueError("a network policy needs at least one peer (the hub and the proxy)")
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": peer_namespace}},

@@ -13,7 +13,6 @@ from pathlib import Path
 import kmock
 import pytest
 import yaml
-from traitlets.config import Config
 
 from .conftest import DSWEmulator, declare, kubeconfig_for
 from .validation import assert_valid
@@ -99,7 +98,9 @@ async def test_default_values(render):
     cookie = base64.b64decode(secret["cookie-secret"]).decode()
     assert len(cookie) == 64 and bytes.fromhex(cookie)
     assert base64.b64decode(secret["db-url"]) == b"sqlite:////srv/jupyterhub/jupyterhub.sqlite"
-    assert set(secret) == {"cookie-secret", "proxy-token", "db-url"}  # no storage keys in the hub's Secret
+    # the embedded login's passwords, generated; no storage keys in the hub's Secret
+    assert set(secret) == {"cookie-secret", "proxy-token", "db-url", "admin-password", "user-password"}
+    assert len(base64.b64decode(secret["admin-password"])) >= 32  # what the authenticator requires
     env = {e["name"]: e for e in container["env"]}
     assert env["DSW_STATE"]["value"] == "/srv/jupyterhub" and "DSW_STATE_DB_URL" not in env
 
@@ -130,10 +131,11 @@ async def test_maximal_values(render):
     assert namespaces == {"team-vision", "team-nlp"}
     assert set(by_kind(objects, "Role")) == {("team-vision", "dsw-hub-hub"), ("team-nlp", "dsw-hub-hub")}
     assert set(by_kind(objects, "RoleBinding")) == set(by_kind(objects, "Role"))
-    policies = by_kind(objects, "NetworkPolicy")
-    assert {("team-vision", "dsw-instances"), ("team-nlp", "dsw-instances")} <= set(policies)
-    peers = policies[("team-vision", "dsw-instances")]["spec"]["ingress"][0]["from"]
-    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers] == ["hub", "proxy"]
+    # the chart makes the hub's and the proxy's policies; a workspace's policy is the hub's to make
+    assert set(by_kind(objects, "NetworkPolicy")) == {("dsw", "dsw-hub-hub"), ("dsw", "dsw-hub-proxy")}
+    hub_policy = one(objects, "NetworkPolicy", "dsw-hub-hub")["spec"]["ingress"]
+    assert hub_policy[0]["ports"] == [{"port": "http"}, {"port": "dsw"}]  # the proxy reaches the DSW service
+    assert hub_policy[1]["ports"] == [{"port": "http"}]  # instances reach the hub's API, not the service
     assert not by_kind(objects, "PersistentVolumeClaim")  # external database
 
     hub = one(objects, "Deployment", "dsw-hub-hub")["spec"]["template"]
@@ -147,12 +149,18 @@ async def test_maximal_values(render):
     assert public["spec"]["ports"][0]["nodePort"] == 30080
 
     config = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
-    assert "oauth_callback_url" in config["extra_config.py"]
+    assert "DSWOAuthenticator.scope" in config["extra_config.py"]
     settings = json.loads(config["settings.json"])
     assert settings["singleuser"]["createNamespaces"] is False
     secret = {k: base64.b64decode(v).decode() for k, v in one(objects, "Secret", "dsw-hub-hub")["data"].items()}
     assert secret["db-url"] == values["hub"]["db"]["url"]
     assert "oss-secret-key" not in secret
+    assert secret["oidc-client-secret"] == values["hub"]["authenticator"]["oidc"]["clientSecret"]
+    assert secret["admin-token"] == values["hub"]["adminToken"]
+    assert "admin-password" not in secret  # single sign-on: no embedded passwords
+    for text in config.values():  # secrets never reach the ConfigMap
+        for value in secret.values():
+            assert value not in text
     env = {e["name"]: e for e in hub["spec"]["containers"][0]["env"]}
     assert env["DSW_STATE_DB_URL"]["valueFrom"]["secretKeyRef"]["key"] == "db-url"  # DSW state next to the hub's
     assert secret["cookie-secret"] == values["hub"]["cookieSecret"]
@@ -192,6 +200,17 @@ async def test_checksums_follow_config_and_secrets(render):
     ({"ingress": {"tls": [{"secretName": "x", "hosts": [], "extra": 1}]}}, "additional properties 'extra'"),
     # keys no longer pass through the chart: an old values file is refused, naming the key
     ({"singleuser": {"oss": {"accessKey": "AK"}}}, "additional properties 'accessKey' not allowed"),
+    # an authenticator that lets anyone in as anyone, or none at all
+    ({"hub": {"authenticator": {"type": "custom", "class": "dummy"}}},
+     "/hub/authenticator/allowAnyPasswordForTesting"),
+    ({"hub": {"authenticator": {"type": "custom", "class": "jupyterhub.auth.DummyAuthenticator"}}},
+     "/hub/authenticator/allowAnyPasswordForTesting"),
+    ({"hub": {"authenticator": None}}, "missing property 'authenticator'"),
+    ({"hub": {"authenticator": {"type": None}}}, "missing property 'type'"),
+    ({"hub": {"authenticator": {"type": "custom"}}}, "/hub/authenticator/class"),
+    ({"hub": {"authenticator": {"type": "oidc"}}}, "/hub/authenticator/oidc/issuer"),
+    ({"hub": {"adminToken": "short"}}, "/hub/adminToken"),
+    ({"hub": {"idleTimeout": -1}}, "/hub/idleTimeout"),
 ])
 async def test_invalid_values_are_refused(render, values, message):
     result = await render(values)
@@ -199,45 +218,6 @@ async def test_invalid_values_are_refused(render, values, message):
     assert "values don't meet the specifications of the schema" in result["error"]
     assert message in result["error"]
     assert result["created"] == 0  # refused before anything was created
-
-
-async def test_hub_config_file_sets_real_spawner_traits(render, monkeypatch):
-    """Run the chart's jupyterhub_config.py on the rendered ConfigMap and Secret."""
-    from spawner_ext.kube.spawner import DSWKubeSpawner
-
-    objects = (await render(yaml.safe_load(VALUES_MAX.read_text())))["objects"]
-    data = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
-    config_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"dsw-config-{os.getpid()}"
-    config_dir.mkdir(exist_ok=True)
-    for name, text in data.items():
-        (config_dir / name).write_text(text)
-    secret = one(objects, "Secret", "dsw-hub-hub")["data"]
-    env = {"DSW_CONFIG_DIR": str(config_dir),
-           "DSW_COOKIE_SECRET": base64.b64decode(secret["cookie-secret"]).decode(),
-           "CONFIGPROXY_AUTH_TOKEN": base64.b64decode(secret["proxy-token"]).decode(),
-           "DSW_DB_URL": base64.b64decode(secret["db-url"]).decode()}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    c = Config()
-    exec(compile(data["jupyterhub_config.py"], "jupyterhub_config.py", "exec"), {"get_config": lambda: c})
-
-    assert c.JupyterHub.spawner_class == "spawner_ext.kube.spawner.DSWKubeSpawner"
-    assert c.JupyterHub.hub_connect_url == "http://dsw-hub-hub.dsw.svc.cluster.local:8081"
-    assert c.ConfigurableHTTPProxy.api_url == "http://dsw-hub-proxy-api:8001"
-    traits = DSWKubeSpawner.class_trait_names()
-    unknown = sorted(set(c.DSWKubeSpawner) - set(traits))
-    assert not unknown, f"config sets traits DSWKubeSpawner does not have: {unknown}"
-    s = c.DSWKubeSpawner
-    assert (s.workspace_namespace_template, s.create_namespaces, s.home_storage_class, s.home_size) == (
-        "team-{workspace}", False, "ceph-rbd", "50Gi")
-    assert (s.oss_endpoint_attribute, s.oss_region_attribute, s.oss_secret_access_key_field,
-            s.oss_secret_secret_key_field, s.storage_timeout) == (
-        "endpointUrl", "", "access_key_id", "secret_access_key", 30)
-    assert s.network_policy_peers["namespace"] == "dsw"
-    assert [p["app.kubernetes.io/component"] for p in s.network_policy_peers["podLabels"]] == ["hub", "proxy"]
-    assert (config_dir / "catalog.yaml").read_text() == yaml.safe_load(VALUES_MAX.read_text())["catalog"]
-    # the extra config ran after the chart's settings
-    assert c.GenericOAuthenticator.oauth_callback_url == "https://dsw.example.com/hub/oauth_callback"
 
 
 async def test_helm_lint_finds_nothing_above_info():

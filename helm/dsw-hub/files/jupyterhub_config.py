@@ -1,18 +1,30 @@
 """JupyterHub configuration for DSW Hub on Kubernetes (mounted from the chart's ConfigMap).
 
-Settings come from /usr/local/etc/dsw/settings.json (non-secret, rendered from values)
-and from environment variables filled from the chart's Secret.
+What the hub runs (sign-in, workspace groups/roles/scopes, the DSW service at /services/dsw/,
+named servers, idle culler, admin token) is set by spawner_ext/hubconfig.py, the same module
+the one-machine configuration calls. This file keeps what is particular to Kubernetes:
+settings from /usr/local/etc/dsw/settings.json (non-secret, rendered from values) and from
+DSW_* variables filled from the chart's Secret, the Kubernetes spawner and its traits, and
+how the proxy (its own pod) and the hub database are reached.
 """
 
 import json
 import os
 from pathlib import Path
 
+from spawner_ext.hubconfig import HubSettings, configure
+
 CONFIG_DIR = Path(os.environ.get("DSW_CONFIG_DIR", "/usr/local/etc/dsw"))
 settings = json.loads((CONFIG_DIR / "settings.json").read_text())
 hub, single = settings["hub"], settings["singleuser"]
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
+
+# --- the product: the same as one machine. No container engine here: the DSW service runs
+# without one (saving instances as images is refused). Its state lives in the hub's database
+# (DSW_STATE_DB_URL from the Secret) or in a sqlite file on the hub's volume (DSW_STATE).
+dsw = HubSettings.from_environ(os.environ, catalog_path=str(CONFIG_DIR / "catalog.yaml"), **settings["dsw"])
+configure(c, dsw)
 
 # --- hub and proxy -----------------------------------------------------------------
 c.JupyterHub.cookie_secret = bytes.fromhex(os.environ["DSW_COOKIE_SECRET"])
@@ -26,14 +38,11 @@ c.ConfigurableHTTPProxy.api_url = f"http://{hub['proxyApiService']}:8001"
 c.ConfigurableHTTPProxy.auth_token = os.environ["CONFIGPROXY_AUTH_TOKEN"]
 c.JupyterHub.cleanup_servers = False  # pods survive a hub restart; the hub finds them again
 
-c.JupyterHub.authenticator_class = hub["authenticator"]["class"]
-c.Authenticator.admin_users = set(hub["authenticator"]["adminUsers"])
-
 # --- instances ---------------------------------------------------------------------
 c.JupyterHub.spawner_class = "spawner_ext.kube.spawner.DSWKubeSpawner"
 s = c.DSWKubeSpawner
-s.catalog_path = str(CONFIG_DIR / "catalog.yaml")
 s.workspace_namespace_template = single["namespaceTemplate"]
+# Namespaces: the chart makes those of listed workspaces (rbac.workspaces), the hub the others.
 s.create_namespaces = single["createNamespaces"]
 s.start_timeout = single["startTimeout"]
 s.cpu_request_fraction = single["cpuRequestFraction"]
@@ -53,7 +62,7 @@ s.oss_volume_attributes = oss["volumeAttributes"]
 s.oss_secret_access_key_field = oss["secretKeys"]["accessKey"]
 s.oss_secret_secret_key_field = oss["secretKeys"]["secretKey"]
 s.storage_timeout = oss["checkTimeout"]
-if single["networkPolicy"]["enabled"]:
+if single["networkPolicy"]["enabled"]:  # the hub is the only maker of workspace policies
     s.network_policy_peers = {"namespace": hub["namespace"], "podLabels": hub["peerLabels"]}
 
 extra = CONFIG_DIR / "extra_config.py"

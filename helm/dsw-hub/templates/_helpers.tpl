@@ -47,10 +47,30 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{/* Non-secret settings for jupyterhub_config.py. */}}
 {{- define "dsw.settings" -}}
 {{- $peers := list (include "dsw.selectorLabels" (dict "root" . "component" "hub") | fromYaml) (include "dsw.selectorLabels" (dict "root" . "component" "proxy") | fromYaml) -}}
-{{- $hub := dict "namespace" .Release.Namespace "serviceName" (include "dsw.hub" .) "proxyApiService" (include "dsw.proxyApi" .) "logLevel" .Values.hub.logLevel "authenticator" .Values.hub.authenticator "peerLabels" $peers -}}
+{{- $hub := dict "namespace" .Release.Namespace "serviceName" (include "dsw.hub" .) "proxyApiService" (include "dsw.proxyApi" .) "logLevel" .Values.hub.logLevel "peerLabels" $peers -}}
 {{- $single := deepCopy .Values.singleuser -}}
 {{- $_ := set $single "createNamespaces" (empty .Values.rbac.workspaces) -}}
-{{- dict "hub" $hub "singleuser" $single | toPrettyJson -}}
+{{- dict "hub" $hub "singleuser" $single "dsw" (include "dsw.hubSettings" . | fromJson) | toPrettyJson -}}
+{{- end -}}
+
+{{/* Fields of spawner_ext.hubconfig.HubSettings (non-secret; the secret ones come from the
+     Secret as DSW_* variables). A value left unset keeps HubSettings' default. */}}
+{{- define "dsw.hubSettings" -}}
+{{- $auth := .Values.hub.authenticator -}}
+{{- $dsw := dict "auth" $auth.type "admin_users" $auth.adminUsers -}}
+{{- if eq $auth.type "custom" }}{{ $_ := set $dsw "authenticator_class" $auth.class }}{{ end -}}
+{{- if eq $auth.type "oidc" -}}
+{{- $_ := set $dsw "oidc_issuer" $auth.oidc.issuer -}}
+{{- $_ := set $dsw "oidc_client_id" $auth.oidc.clientId -}}
+{{- $_ := set $dsw "oidc_callback_url" $auth.oidc.callbackUrl -}}
+{{- $_ := set $dsw "oidc_role_map" $auth.oidc.roleMap -}}
+{{- with $auth.oidc.usernameClaim }}{{ $_ := set $dsw "oidc_username_claim" . }}{{ end -}}
+{{- with $auth.oidc.groupsClaim }}{{ $_ := set $dsw "oidc_groups_claim" . }}{{ end -}}
+{{- end -}}
+{{- range $key, $field := dict "idleTimeout" "idle_timeout" "namedServerLimit" "server_limit" "pollInterval" "poll_interval" "reconcileSeconds" "reconcile_seconds" -}}
+{{- if hasKey $.Values.hub $key }}{{ $_ := set $dsw $field (index $.Values.hub $key) }}{{ end -}}
+{{- end -}}
+{{- toJson $dsw -}}
 {{- end -}}
 
 {{/* The Secret's data (also hashed into the hub pod's checksum annotation). */}}
@@ -62,4 +82,15 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 cookie-secret: {{ include "dsw.secretValue" (dict "root" . "key" "cookie-secret" "value" .Values.hub.cookieSecret "generate" (randAlphaNum 64 | sha256sum)) | b64enc | quote }}
 proxy-token: {{ include "dsw.secretValue" (dict "root" . "key" "proxy-token" "value" .Values.proxy.secretToken "generate" (randAlphaNum 64 | sha256sum)) | b64enc | quote }}
 db-url: {{ $dbUrl | b64enc | quote }}
+{{- $auth := .Values.hub.authenticator }}
+{{- if eq $auth.type "embedded" }}
+admin-password: {{ include "dsw.secretValue" (dict "root" . "key" "admin-password" "value" "" "generate" (randAlphaNum 40)) | b64enc | quote }}
+user-password: {{ include "dsw.secretValue" (dict "root" . "key" "user-password" "value" "" "generate" (randAlphaNum 16)) | b64enc | quote }}
+{{- end }}
+{{- if and (eq $auth.type "oidc") $auth.oidc.clientSecret }}
+oidc-client-secret: {{ $auth.oidc.clientSecret | b64enc | quote }}
+{{- end }}
+{{- with .Values.hub.adminToken }}
+admin-token: {{ . | b64enc | quote }}
+{{- end }}
 {{- end -}}
