@@ -2,7 +2,7 @@
 # Install everything DSW Hub needs on a fresh Debian/Ubuntu machine. Idempotent:
 # each step checks before it acts, so a second run takes seconds.
 #   scripts/setup.sh          hub runtime (podman, proxy, Python venv)
-#   scripts/setup.sh --test   plus what the test suite needs (registry, S3, s3fs, browser)
+#   scripts/setup.sh --test   plus what the test suite needs (registry, S3, s3fs, browser, PostgreSQL)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WITH_TEST=0
@@ -13,7 +13,9 @@ SUDO=""; [[ $EUID -ne 0 ]] && SUDO="sudo"
 # --- system packages -------------------------------------------------------
 PKGS=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs s3fs fuse3 curl ca-certificates)
 command -v npm >/dev/null || PKGS+=(nodejs npm)
-[[ $WITH_TEST == 1 ]] && PKGS+=(docker-registry chromium chromium-driver)
+# postgresql: the state tests start a throwaway cluster of their own (tests/state/conftest.py);
+# Debian's default cluster is not used.
+[[ $WITH_TEST == 1 ]] && PKGS+=(docker-registry chromium chromium-driver postgresql)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
