@@ -11,6 +11,7 @@ import base64
 import os
 from pathlib import Path
 
+import psycopg2
 import yaml
 from traitlets.config import Config
 
@@ -18,6 +19,7 @@ from spawner_ext import rbac
 from spawner_ext.catalog.db import MemberChange, sessions
 from spawner_ext.hubconfig import ENVIRONMENT
 from tests.conftest import BASE_CATALOG
+from tests.state.conftest import pg_url, postgres_server  # noqa: F401  (fixtures: a real PostgreSQL)
 
 from .test_chart import CHART, ROOT, VALUES_MAX, one, render  # noqa: F401  (render: the fixture)
 
@@ -125,18 +127,23 @@ async def test_default_chart_runs_the_whole_product(render, tmp_path, monkeypatc
     assert c.JupyterHub.hub_connect_url == "http://dsw-hub-hub.dsw.svc.cluster.local:8081"
 
 
-async def test_maximal_values_configure_sso_culler_token_and_the_hubs_database(render, tmp_path, monkeypatch):
-    """hub.db.type=url: the DSW state goes to the hub's own database. (A sqlite URL here: the
-    configuration opens the database, and no PostgreSQL server answers at the values' address.)"""
+async def test_maximal_values_configure_sso_culler_token_and_the_hubs_database(
+        render, tmp_path, monkeypatch, pg_url):
+    """hub.db.type=url: the DSW state goes to the hub's own PostgreSQL database (a throwaway
+    cluster on loopback stands for the values' database server)."""
     from spawner_ext.kube.spawner import DSWKubeSpawner
 
     values = yaml.safe_load(VALUES_MAX.read_text())
-    values["hub"]["db"]["url"] = f"sqlite:///{tmp_path}/hub.sqlite"
+    values["hub"]["db"]["url"] = pg_url
     objects = (await render(values))["objects"]
     c, env, _ = load_chart_config(objects, tmp_path, monkeypatch)
 
     dsw = services(c)["dsw"]
-    assert dsw["environment"]["DSW_STATE_DB_URL"] == c.JupyterHub.db_url == values["hub"]["db"]["url"]
+    assert dsw["environment"]["DSW_STATE_DB_URL"] == c.JupyterHub.db_url == pg_url
+    with psycopg2.connect(pg_url.replace("postgresql+psycopg2", "postgresql")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = {row[0] for row in cur.fetchall()}
+    assert {"member_changes", "allocations", "reservations"} <= tables  # read at configuration time
     assert dsw["environment"]["DSW_RECONCILE_SECONDS"] == "30"
     culler = services(c)["idle-culler"]
     assert culler["command"][1:3] == ["-m", "jupyterhub_idle_culler"] and "--timeout=3600" in culler["command"]
