@@ -158,8 +158,8 @@ def test_container_binds_and_no_secret_leaks(env, running, s3):
     assert secret not in inspected and "wrong-secret-123" not in inspected
     log = env["hub"].log.read_text()
     assert secret not in log and "wrong-secret-123" not in log
-    assert f"Mounting oss://{BUCKET}/{PREFIX} at /mnt/data (read-write)" in log
-    assert "Mounting oss://dsw-ro/shared at /mnt/shared (read-only)" in log
+    assert f"Mounting oss://{BUCKET}/{PREFIX} at /mnt/data (read-write; s3fs on the host)" in log
+    assert "Mounting oss://dsw-ro/shared at /mnt/shared (read-only; s3fs on the host)" in log
     rc, out = sh(env, "st", f"env; cat /proc/mounts; grep -rs {secret[:10]} /mnt/data /home/jovyan | head -1")
     assert secret not in out
 
@@ -172,6 +172,12 @@ def test_stopping_unmounts_and_removes_credentials(env, running, engine):  # noq
     assert not any(local.is_mounted(p) or p.exists() for p in points)
     assert not any(c.exists() for c in creds)
     assert not engine.containers.list(all=True, filters={"name": container_name("st-alice", "st")})
+    # released once, and the log names what (files by name, never a key)
+    log = env["hub"].log.read_text()
+    (line,) = [x for x in log.splitlines() if "st-alice:st: stopped: released" in x]
+    assert f"container {container_name('st-alice', 'st')} (running)" in line
+    assert f"mount {points[0]}" in line and f"credential file {creds[0]}" in line
+    assert "not fully released" not in log
 
 
 @pytest.mark.parametrize("mounts,text", [
@@ -193,8 +199,9 @@ def test_refused_spawn_leaves_nothing(env, engine, mounts, text):  # noqa: F811
     assert not layout.instance_dir("st-bob", "bad").exists()
     assert not (layout.creds.exists() and any(layout.creds.glob("st-bob--*")))
     assert not [p for p in local.mount_points() if p.startswith(str(layout.root) + "/")]
-    model = hub.server_model("st-bob", "bad")
-    assert not model or not (model.get("ready") or model.get("pending"))
+    # no server record either: refusals never count toward the named-server limit
+    servers = hub.api("GET", "/users/st-bob", params={"include_stopped_servers": "1"}).json().get("servers", {})
+    assert "bad" not in servers
 
 
 def test_hub_start_sweeps_what_a_crash_left(env, s3):
