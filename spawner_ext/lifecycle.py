@@ -70,6 +70,7 @@ class Progress:
         self.spawn = spawn  # the hub's spawn future this belongs to (None outside a hub)
         self.events: list[dict] = []
         self.done = False
+        self.refused = False
         self._changed = asyncio.Event()
 
     def add(self, event: dict) -> None:
@@ -201,8 +202,9 @@ class LifecycleMixin(CatalogSpawnerMixin):
             async for event in p.follow():
                 yield event
         finally:
-            if p.done and self._forgotten:
-                self._drop_failed_spawner()  # the stream has read the refusal: nothing else needs it
+            if p.done and p.refused:  # this stream has delivered the refusal: nothing else needs it
+                self._refusal_read = True
+                self._drop_failed_spawner()
 
     # --- the sequence ---------------------------------------------------------------------------
     @staticmethod
@@ -362,13 +364,16 @@ class LifecycleMixin(CatalogSpawnerMixin):
 
     # --- a refusal leaves no server record ------------------------------------------------------
     _forgotten = False
+    _refusal_read = False
 
     def _failed_with(self, exc: BaseException) -> None:
-        message = getattr(exc, "log_message", None) or str(exc) or type(exc).__name__
+        message = str(exc) or type(exc).__name__
         if isinstance(exc, web.HTTPError) and exc.log_message:
             message = exc.log_message.replace("%%", "%")
-        self._progress().add({"progress": 100, "failed": True, "message": message})
-        self._progress().finish()
+        p = self._progress()
+        p.refused = is_refusal(exc)
+        p.add({"progress": 100, "failed": True, "message": message})
+        p.finish()
         future = self._spawn_future
         if is_refusal(exc) and future is not None and not self._ever_started and self.name:
             future.add_done_callback(lambda f: self._forget_refused_record(f))
@@ -410,7 +415,10 @@ class LifecycleMixin(CatalogSpawnerMixin):
                     self._drop_failed_spawner()
 
             handler.on_finish = delivered
-        asyncio.get_running_loop().call_later(self.refusal_memory, self._drop_failed_spawner)
+        if self._refusal_read:
+            self._drop_failed_spawner()
+        else:
+            asyncio.get_running_loop().call_later(self.refusal_memory, self._drop_failed_spawner)
 
     def _drop_failed_spawner(self) -> None:
         spawners = self.user.spawners

@@ -12,8 +12,10 @@ Users and servers start with ``lc-`` so no other test's clean-up touches them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ from spawner_ext.catalog.db import Reservation, sessions
 from spawner_ext.local.container import container_name
 from tests.integration.conftest import engine, engine_url, make_catalog  # noqa: F401 (fixtures)
 from tests.integration.hubproc import Hub, free_port
-from tests.kube.conftest import DSWEmulator, FakeKubelet, declare, kubeconfig_for, live_objects
+from tests.kube.conftest import DSWEmulator, FakeKubelet, _now, declare, kubeconfig_for, live_objects
 
 POLL_INTERVAL = 2  # seconds (DSW_POLL_INTERVAL): how soon the hub notices an instance that died
 SERVER_LIMIT = 3  # DSW_SERVER_LIMIT: named servers per user
@@ -35,9 +37,27 @@ KUBELET_LABEL = "dsw-test/kubelet"
 USERS = {"lc-bob": "developer", "lc-ann": "developer"}
 
 
-def lifecycle_catalog(tmp: Path) -> Path:
+OSS_SECRET = "lc-oss"
+OSS_KEYS = ("lc-access", "lc-secret-key")
+
+
+def lifecycle_catalog(tmp: Path, silent_endpoint: str) -> Path:
+    """``lc-slow``: an OSS entry whose endpoint accepts connections and never answers, so its
+    access check is refused only after the storage timeout (a refusal that comes late)."""
     return make_catalog(tmp, platform_admins=["lc-root"], workspaces=[
-        {"id": "lcws", "members": dict(USERS), "resource_groups": ["cpu"]}])
+        {"id": "lcws", "members": dict(USERS), "resource_groups": ["cpu"]}], storage=[
+        {"id": "lc-slow", "workspaces": ["lcws"], "mount_path": "/mnt/slow", "access": "ro",
+         "oss": {"endpoint": silent_endpoint, "bucket": "lc-bucket",
+                 "credentials": {"secret": OSS_SECRET, "env": "LC_OSS"}}}])
+
+
+@pytest.fixture(scope="module")
+def silent_endpoint():
+    """A TCP port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 class PodmanKubelet(FakeKubelet):
@@ -86,7 +106,7 @@ class PodmanKubelet(FakeKubelet):
         await self.patch_status(pod, {"phase": "Running", "podIP": container.attrs["NetworkSettings"]["IPAddress"],
                                       "containerStatuses": [{"name": spec["name"], "ready": True, "restartCount": 0,
                                                              "image": spec["image"], "imageID": spec["image"],
-                                                             "state": {"running": {"startedAt": "now"}}}]})
+                                                             "state": {"running": {"startedAt": _now()}}}]})
         while self.containers.get(key) is container:  # report the container's death as the pod's
             await asyncio.sleep(0.3)
             try:
@@ -143,6 +163,18 @@ class EmulatorThread:
         async def read():
             return {p["metadata"]["name"]: p for p in live_objects(self.emulator, "pods")}
         return self.call(read())
+
+    def put_secret(self, namespace: str, name: str, keys: tuple[str, str]) -> None:
+        """What the platform team does: an OSS entry's Secret in the workspace namespace."""
+        enc = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": {"accessKeyID": enc(keys[0]), "secretAccessKey": enc(keys[1])}}
+
+        async def put():
+            async with self.emulator.post(f"/api/v1/namespaces/{namespace}/secrets", json=body) as resp:
+                assert resp.status < 300, await resp.text()
+        self.call(put())
 
     def delete_pod(self, namespace: str, name: str) -> None:
         async def delete():
@@ -209,22 +241,25 @@ def cleanup(engine: docker.DockerClient) -> None:
             v.remove(force=True)
 
 
-HUB_ENV = {"DSW_POLL_INTERVAL": str(POLL_INTERVAL), "DSW_SERVER_LIMIT": str(SERVER_LIMIT)}
+HUB_ENV = {"DSW_POLL_INTERVAL": str(POLL_INTERVAL), "DSW_SERVER_LIMIT": str(SERVER_LIMIT),
+           "LC_OSS_ACCESS_KEY_ID": OSS_KEYS[0], "LC_OSS_SECRET_ACCESS_KEY": OSS_KEYS[1]}
 
 
 @pytest.fixture(scope="module", params=["local", "kube"])
-def backend(request, tmp_path_factory, engine, engine_url):
+def backend(request, tmp_path_factory, engine, engine_url, silent_endpoint):
     tmp = tmp_path_factory.mktemp(f"lifecycle-{request.param}")
     cleanup(engine)
+    catalog = lifecycle_catalog(tmp, silent_endpoint)
     with contextlib.ExitStack() as stack:
         if request.param == "local":
-            hub = Hub(tmp / "state", lifecycle_catalog(tmp), engine_url, extra_env=HUB_ENV)
+            hub = Hub(tmp / "state", catalog, engine_url, extra_env=HUB_ENV)
             b = LocalBackend(hub, engine)
         else:
             cluster = stack.enter_context(EmulatorThread(engine))
+            cluster.put_secret("dsw-lcws", OSS_SECRET, OSS_KEYS)
             kubeconfig = tmp / "kubeconfig"
             kubeconfig.write_text(yaml.safe_dump(yaml.safe_load(kubeconfig_for(cluster.emulator))))
-            hub = Hub(tmp / "state", lifecycle_catalog(tmp), engine_url,
+            hub = Hub(tmp / "state", catalog, engine_url,
                       extra_env={**HUB_ENV, "KUBECONFIG": str(kubeconfig), "DSW_TEST_K8S_API": cluster.url},
                       config=Path(__file__).parent / "kube_hub_config.py")
             b = KubeBackend(hub, cluster)

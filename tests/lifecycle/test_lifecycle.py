@@ -5,7 +5,10 @@ quota reservation and its container or pod."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import requests
 
 from spawner_ext import quota
 from spawner_ext.catalog import load_catalog
@@ -61,6 +64,55 @@ def test_refused_spawns_leave_no_record_and_no_reservation(backend):
     wait_for(lambda: "lc-bad" not in servers(hub), 60, "lc-bad removed")
 
 
+def member_session(hub, user: str) -> tuple[requests.Session, str]:
+    """Signed in as a member through the login form, as a browser is."""
+    s = requests.Session()
+    s.get(f"{hub.url}/hub/login", timeout=30)
+    password = json.loads((hub.state / "credentials.json").read_text())["user_password"]
+    r = s.post(f"{hub.url}/hub/login", data={"username": user, "password": password, "_xsrf": s.cookies["_xsrf"]},
+               allow_redirects=False, timeout=30)
+    assert r.status_code == 302, r.text
+    return s, s.cookies["_xsrf"]
+
+
+def test_refused_spawn_form_shows_the_message_and_leaves_no_record(backend):
+    hub = backend.hub
+    s, xsrf = member_session(hub, USER)
+    r = s.post(f"{hub.url}/hub/spawn/{USER}/lc-form", data={"kind": "emacs", "_xsrf": xsrf}, timeout=30)
+    assert r.status_code == 400
+    assert "kind: unknown kind &#39;emacs&#39;" in r.text or "kind: unknown kind 'emacs'" in r.text
+    assert "lc-form" not in servers(hub)
+
+
+def test_a_late_refusal_reaches_the_spawn_pending_page(backend):
+    """A refusal that comes after the form has redirected (the OSS check times out) is shown by
+    the spawn-pending page's progress stream; then the record and the failed spawner are gone."""
+    hub = backend.hub
+    s, xsrf = member_session(hub, USER)
+    r = s.post(f"{hub.url}/hub/spawn/{USER}/lc-slow", allow_redirects=False, timeout=30,
+               data={"kind": "notebook", "instance_type": "half", "_xsrf": xsrf,
+                     "mounts": json.dumps([{"storage": "lc-slow"}])})
+    assert r.status_code == 302 and f"/hub/spawn-pending/{USER}/lc-slow" in r.headers["Location"], r.text
+    events = []
+    with s.get(f"{hub.url}/hub/api/users/{USER}/servers/lc-slow/progress", params={"_xsrf": xsrf},
+               stream=True, timeout=120) as stream:
+        assert stream.status_code == 200, stream.text
+        for line in stream.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("failed") and events[-1]["message"].startswith("Spawn failed"):
+                    break
+    messages = [e["message"] for e in events]
+    assert "Checking access to oss://lc-bucket for /mnt/slow" in messages, messages
+    assert events[-1]["failed"], messages
+    assert "storage 'lc-slow' (oss://lc-bucket at http://127.0.0.1:" in events[-1]["message"], messages
+    assert "cannot reach the storage" in events[-1]["message"], messages
+    assert "lc-slow" not in servers(hub)
+    assert (USER, "lc-slow") not in backend.reservations()
+    # delivered: nothing is kept for it any more
+    assert s.get(f"{hub.url}/hub/spawn-pending/{USER}/lc-slow", timeout=30).status_code == 404
+
+
 def test_ten_refusals_then_a_valid_spawn(backend):
     hub = backend.hub
     for i in range(10):  # more than the named-server limit
@@ -107,6 +159,8 @@ def test_removal_releases_everything(backend):
     wait_for(lambda: "lc-rm" not in servers(hub), 60, "the record removed")
     assert (USER, "lc-rm") not in backend.reservations()
     assert not backend.instance_exists(USER, "lc-rm")
+    log = hub.log.read_text()
+    assert "lc-rm: stopped: released" in log and "not fully released" not in log
 
 
 def test_hub_restart_after_death_leaves_no_reservation(backend):
