@@ -16,7 +16,6 @@ from ..snapshots import NAME_PATTERN, NAME_RULE, valid_name
 
 # the bounds ops._bounded enforces ("larger than any machine")
 MAX_CPU, MAX_MEMORY, MAX_GPU = 100_000, 2**60, 10_000
-_NUMBER = r"([0-9]+(\.[0-9]+)?|\.[0-9]+)"
 
 
 class ErrorBody(BaseModel):
@@ -37,13 +36,13 @@ class CapacityBody(Capacity):
     The catalogue's Capacity, with its quantity syntax spelled out for the OpenAPI document."""
 
     cpu: Annotated[Cpu, BeforeValidator(_finite), WithJsonSchema({
-        "description": "cores: a number or a quantity (2, 0.5, 500m)",
-        "anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_CPU},
-                  {"type": "string", "pattern": f"^{_NUMBER}m?$"}]})]
+        "description": f"cores, more than 0 and at most {MAX_CPU}: a number or a quantity (2, 0.5, 500m)",
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CPU},
+                  {"type": "string", "pattern": r"^([1-9][0-9]{0,4}(\.[0-9]{1,3})?|0?\.[0-9]{0,2}[1-9]|[1-9][0-9]{0,7}m)$"}]})]
     memory: Annotated[Memory, BeforeValidator(_finite), WithJsonSchema({
-        "description": "bytes: a whole number or a quantity (16Gi, 512Mi)",
-        "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY},
-                  {"type": "string", "pattern": "^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"}]})]
+        "description": "bytes, more than 0: a whole number or a quantity (16Gi, 512Mi)",
+        "anyOf": [{"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_MEMORY},
+                  {"type": "string", "pattern": "^[1-9][0-9]{0,5}(Ki|Mi|Gi|Ti|k|M|G|T)?$"}]})]
     gpu: int = Field(default=0, ge=0, le=MAX_GPU)
 
 
