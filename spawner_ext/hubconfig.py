@@ -113,7 +113,8 @@ class HubSettings(BaseModel):
 
     @property
     def service_url(self) -> str:
-        return f"http://{self.service_host}:{self.service_port}"
+        host = f"[{self.service_host}]" if ":" in self.service_host else self.service_host  # an IPv6 pod IP
+        return f"http://{host}:{self.service_port}"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **base: Any) -> HubSettings:

@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 
 import psycopg2
+import pytest
 import yaml
 from traitlets.config import Config
 
 from spawner_ext import rbac
 from spawner_ext.catalog.db import MemberChange, sessions
-from spawner_ext.hubconfig import ENVIRONMENT
+from spawner_ext.hubconfig import ENVIRONMENT, HubSettings
 from tests.conftest import BASE_CATALOG
 from tests.state.conftest import pg_url, postgres_server  # noqa: F401  (fixtures: a real PostgreSQL)
 
@@ -125,6 +126,10 @@ async def test_default_chart_runs_the_whole_product(render, tmp_path, monkeypatc
     assert c.SharedPasswordAuthenticator.user_password == env["DSW_USER_PASSWORD"]
     assert c.Authenticator.allowed_users == {"admin"} and c.Authenticator.admin_users == {"admin"}
     assert c.JupyterHub.hub_connect_url == "http://dsw-hub-hub.dsw.svc.cluster.local:8081"
+    # the passwords are in the Secret only: not in the ConfigMap the hub's readers may see
+    config_texts = one(objects, "ConfigMap", "dsw-hub-hub")["data"].values()
+    for secret in (env["DSW_ADMIN_PASSWORD"], env["DSW_USER_PASSWORD"], env["DSW_COOKIE_SECRET"]):
+        assert not any(secret in text for text in config_texts)
 
 
 async def test_maximal_values_configure_sso_culler_token_and_the_hubs_database(
@@ -288,3 +293,34 @@ async def test_the_charts_dsw_service_serves_without_a_container_engine(render, 
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+# --- HubSettings: the defaults in one place, the environment's names in refusals ---------
+
+def test_settings_defaults_and_environment_overrides():
+    base = HubSettings(catalog_path="/c.yaml")
+    assert (base.server_limit, base.poll_interval, base.idle_timeout, base.service_port, base.auth) == (
+        5, 15, 0, 10101, "embedded")
+    assert base.db_url == "sqlite:////var/lib/dsw-hub/dsw.sqlite"
+    s = HubSettings.from_environ({"DSW_SERVER_LIMIT": "2", "DSW_POLL_INTERVAL": "7", "DSW_IDLE_TIMEOUT": "",
+                                  "DSW_OIDC_ROLE_MAP": '{"g": ["ws:developer"]}', "DSW_SERVICE_HOST": "fd00::7"},
+                                 catalog_path="/c.yaml", server_limit=9)
+    assert (s.server_limit, s.poll_interval, s.idle_timeout) == (2, 7, 0)  # set variables win, empty ones do not
+    assert s.oidc_role_map == {"g": ["ws:developer"]}
+    assert s.service_url == "http://[fd00::7]:10101"
+
+
+def test_bad_settings_are_refused_naming_the_variable():
+    with pytest.raises(ValueError) as caught:
+        HubSettings.from_environ({"DSW_POLL_INTERVAL": "0", "DSW_AUTH": "ldap"}, catalog_path="/c.yaml")
+    assert "DSW_POLL_INTERVAL" in str(caught.value) and "DSW_AUTH" in str(caught.value)
+    with pytest.raises(ValueError, match="extra_key"):
+        HubSettings.from_environ({}, catalog_path="/c.yaml", extra_key=1)  # a misspelt settings.json key
+
+
+def test_secrets_do_not_print_with_the_settings():
+    s = HubSettings.from_environ({"DSW_ADMIN_TOKEN": "tok-123456", "DSW_STATE_DB_URL": "postgresql://u:pw-42@db/x",
+                                  "DSW_OIDC_CLIENT_SECRET": "cs-789"}, catalog_path="/c.yaml")
+    text = repr(s) + str(s) + s.model_dump_json()
+    assert not any(secret in text for secret in ("tok-123456", "pw-42", "cs-789"))
+    assert s.db_url == "postgresql://u:pw-42@db/x"
