@@ -9,6 +9,7 @@ from spawner_ext import quota
 from spawner_ext.catalog import load_catalog
 from spawner_ext.catalog.db import Allocation, MemberQuota, sessions
 from spawner_ext.options import resolve
+from spawner_ext.resources import Resources
 from tests.conftest import BASE_CATALOG
 
 
@@ -93,3 +94,20 @@ def test_yaml_quotas_over_capacity_are_refused_at_load(write_catalog):
     data["workspaces"][1]["quotas"] = {"gpu-a10": {"cpu": 1, "memory": "1Gi", "gpu": 2}}
     with pytest.raises(CatalogError, match=r"resource_groups\[1\].capacity.gpu: workspace quotas add up to 5 but the group has 4"):
         load_catalog(write_catalog(data))
+
+
+def test_a_lowered_allocation_refuses_only_what_it_is_over(setup):
+    """An admin lowers the GPU allocation below what runs: GPU requests are refused with the
+    real numbers, a CPU-only instance in the same group is still admitted."""
+    cat, sess = setup
+    quota.admit(sess, cat, gpu_spec(cat, "u1"))
+    quota.admit(sess, cat, gpu_spec(cat, "u2"))
+    with sess() as s, s.begin():
+        s.add(Allocation(workspace="vision", resource_group="gpu-a10", cpu=64, memory=2**40, gpu=1))
+    with pytest.raises(quota.QuotaExceeded, match="workspace vision: 2 of 1 GPUs in use in group gpu-a10; this instance asks for 1"):
+        quota.admit(sess, cat, gpu_spec(cat, "u3"))
+    cpu_only = resolve(cat, "u3", "c", {"workspace": "vision", "resource_group": "gpu-a10", "instance_type": "cpu-small"})
+    assert cpu_only.gpu == 0
+    quota.admit(sess, cat, cpu_only)
+    with sess() as s:
+        assert quota.usage(s, "gpu-a10", workspace="vision") == Resources(cpu=2 * 8 + 1, memory=2 * 30 * 2**30 + 2 * 2**30, gpu=2)
