@@ -98,7 +98,7 @@ class CatalogSpawnerMixin(LoggingConfigurable):
         try:
             return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {})
         except OptionsError as exc:
-            raise web.HTTPError(exc.status, log_message=str(exc).replace("%", "%%"), reason=None) from None
+            raise web.HTTPError(exc.status, log_message=str(exc), reason=None) from None
 
     def admit(self, spec: InstanceSpec) -> None:
         """Reserve quota for the spec (blocking; call it off the event loop)."""
@@ -106,4 +106,4 @@ class CatalogSpawnerMixin(LoggingConfigurable):
             # capacities and YAML quotas only: the YAML catalogue, no second database read
             quota.admit(self.sessions, cached_catalog(self.catalog_path), spec)
         except quota.QuotaExceeded as exc:
-            raise web.HTTPError(403, log_message=str(exc).replace("%", "%%"), reason=None) from None
+            raise web.HTTPError(403, log_message=str(exc), reason=None) from None

@@ -52,15 +52,30 @@ from .storage.credentials import Keys, StorageError, check_oss_async
 STARTED_KEY = "dsw_started"  # in the spawner state: this server record has run at least once
 
 
-def refusal(status: int, message: str) -> web.HTTPError:
-    """An HTTP error whose message reaches the member unchanged (JupyterHub formats it with %)."""
-    exc = web.HTTPError(status, log_message=message.replace("%", "%%"), reason=None)
-    exc.dsw_refusal = True
-    return exc
+class Refusal(web.HTTPError):
+    """A spawn refused before anything was made (400/403), its message naming the field.
+
+    JupyterHub's pages and progress stream read ``jupyterhub_message`` to show a failed spawn;
+    reading it is how the lifecycle learns the refusal has been delivered (``on_read``)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status, log_message=message, reason=None)  # tornado escapes % itself
+        self.message = message
+        self.on_read: list = []
+
+    @property
+    def jupyterhub_message(self) -> str:
+        for callback in self.on_read:
+            callback()
+        return self.message
+
+
+def refusal(status: int, message: str) -> Refusal:
+    return Refusal(status, message)
 
 
 def is_refusal(exc: BaseException | None) -> bool:
-    return isinstance(exc, web.HTTPError) and 400 <= exc.status_code < 500 and getattr(exc, "dsw_refusal", False)
+    return isinstance(exc, Refusal)
 
 
 class Progress:
@@ -203,8 +218,7 @@ class LifecycleMixin(CatalogSpawnerMixin):
                 yield event
         finally:
             if p.done and p.refused:  # this stream has delivered the refusal: nothing else needs it
-                self._refusal_read = True
-                self._drop_failed_spawner()
+                self._refusal_delivered()
 
     # --- the sequence ---------------------------------------------------------------------------
     @staticmethod
@@ -212,9 +226,11 @@ class LifecycleMixin(CatalogSpawnerMixin):
         """JupyterHub's apply_user_options: options -> spec before start; a refusal is a 400/403."""
         spawner._progress(new=True)
         spawner._spawn_handler = spawner.handler
+        spawner._refused_early = False
         try:
             spawner._spec = await spawner._options_to_spec()
         except BaseException as exc:
+            spawner._refused_early = is_refusal(exc)
             spawner._failed_with(exc)
             raise
 
@@ -233,12 +249,12 @@ class LifecycleMixin(CatalogSpawnerMixin):
         try:
             return super().resolve_spec()
         except web.HTTPError as exc:
-            exc.dsw_refusal = True
-            raise
+            raise refusal(exc.status_code, _text(exc)) from None
 
     async def start(self):
         self._progress(new=self._spec is None)
-        admitted = False
+        self._spawn_handler = self._spawn_handler or self.handler  # (if a deployment replaced the hook)
+        self._refused_early = admitted = False
         try:
             spec = self._spec or await self._options_to_spec()
             await asyncio.to_thread(self._admit, spec)  # 403 refusal; nothing made yet
@@ -254,10 +270,12 @@ class LifecycleMixin(CatalogSpawnerMixin):
             await self.engine_wait_ready(spec, url)
             self.emit(100, f"Server ready: opening {spec.start_url}")
             self._ever_started = True
+            self._spawn_handler = None
             return url
         except BaseException as exc:
             if admitted:
                 await asyncio.shield(self.release_instance("start failed", now=True))
+            self._refused_early = not admitted and is_refusal(exc)
             self._failed_with(exc)
             raise
         finally:
@@ -268,8 +286,7 @@ class LifecycleMixin(CatalogSpawnerMixin):
         try:
             self.admit(spec)
         except web.HTTPError as exc:
-            exc.dsw_refusal = True
-            raise
+            raise refusal(exc.status_code, _text(exc)) from None
 
     async def _storage_preflight(self, spec: InstanceSpec) -> dict[str, Keys]:
         """Every mount is checked before anything is created: NAS where the engine needs it,
@@ -308,10 +325,10 @@ class LifecycleMixin(CatalogSpawnerMixin):
                 status = await self.poll()
                 if status is not None:
                     detail = await exit_detail() if exit_detail else ""
-                    raise web.HTTPError(500, "%s", f"the server exited with status {status} while starting"
+                    raise web.HTTPError(500, log_message=f"the server exited with status {status} while starting"
                                                + (f": {detail}" if detail else ""))
             await asyncio.sleep(self.ready_interval)
-        raise web.HTTPError(500, "%s", f"the server did not answer within {self.start_timeout} s")
+        raise web.HTTPError(500, log_message=f"the server did not answer within {self.start_timeout} s")
 
     # --- every end ------------------------------------------------------------------------
     async def poll(self):
@@ -323,7 +340,8 @@ class LifecycleMixin(CatalogSpawnerMixin):
     async def run_post_stop_hook(self):
         """Every end passes here (see the module docstring): release what is still held."""
         try:
-            await self.release_instance("server ended")
+            if not self._refused_early:  # a spawn refused before admission made nothing
+                await self.release_instance("server ended")
         except Exception:
             self.log.exception("%s: release after the server ended failed", self._log_name)
         return await _maybe_await(super().run_post_stop_hook())
@@ -365,11 +383,17 @@ class LifecycleMixin(CatalogSpawnerMixin):
     # --- a refusal leaves no server record ------------------------------------------------------
     _forgotten = False
     _refusal_read = False
+    _refused_early = False  # refused before admission: nothing was reserved or made
 
     def _failed_with(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message.replace("%%", "%")
+        if isinstance(exc, Refusal):
+            message = exc.message
+            exc.on_read.append(self._refusal_delivered)
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            message = _text(exc)
+            # what JupyterHub's pages show of a failed spawn (spawn-pending shows nothing else)
+            exc.jupyterhub_message = getattr(exc, "jupyterhub_message", None) or message
         p = self._progress()
         p.refused = is_refusal(exc)
         p.add({"progress": 100, "failed": True, "message": message})
@@ -420,10 +444,19 @@ class LifecycleMixin(CatalogSpawnerMixin):
         else:
             asyncio.get_running_loop().call_later(self.refusal_memory, self._drop_failed_spawner)
 
+    def _refusal_delivered(self) -> None:
+        self._refusal_read = True
+        self._drop_failed_spawner()
+
     def _drop_failed_spawner(self) -> None:
         spawners = self.user.spawners
         if self._forgotten and spawners.get(self.name) is self and not self.active:
             spawners.pop(self.name, None)
+
+
+def _text(exc: web.HTTPError) -> str:
+    """An HTTP error's message as the member reads it."""
+    return exc.get_message() or ""
 
 
 async def _maybe_await(value):

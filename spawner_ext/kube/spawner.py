@@ -236,9 +236,8 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
         except ApiException as exc:
             if exc.status == 409:
                 return False
-            raise web.HTTPError(
-                500, log_message=f"cannot create {body['kind']} {body['metadata']['name']}: "
-                                 f"{exc.status} {exc.reason}") from None
+            raise web.HTTPError(500, log_message=f"cannot create {body['kind']} {body['metadata']['name']}: "
+                                           f"{exc.status} {exc.reason}") from None
 
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()
@@ -279,7 +278,7 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
             message = (f"The image {spec.image} could not be pulled ({reason}). Check the image reference"
                        + (f" and the pull secret {spec.pull_secret}" if spec.pull_secret else "")
                        + "; the instance was not started.")
-            raise web.HTTPError(500, log_message=message.replace("%", "%%"), reason=None)
+            raise web.HTTPError(500, log_message=message, reason=None)
 
     # --- poll and delete --------------------------------------------------------------------
     async def engine_poll(self):

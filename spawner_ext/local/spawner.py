@@ -130,7 +130,7 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
                             keys, s3fs=self.s3fs_path, uid=self.storage_uid, gid=self.storage_gid,
                             timeout=self.storage_timeout)
         except StorageError as exc:
-            raise web.HTTPError(500, log_message=str(exc).replace("%", "%%"), reason=None) from None
+            raise web.HTTPError(500, log_message=str(exc), reason=None) from None
 
     async def engine_release_storage(self) -> list[str]:
         removed = await self._run(storage_local.release_instance, self.storage_layout,
@@ -188,7 +188,7 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
             await self._run(self.client.api.inspect_image, ref)
         except (APIError, DockerException) as exc:
             reason = reason or getattr(exc, "explanation", None) or str(exc)
-            raise web.HTTPError(500, "%s", f"image {ref} is not on this machine and could not be pulled "
+            raise web.HTTPError(500, log_message=f"image {ref} is not on this machine and could not be pulled "
                                            f"({reason}); build managed images with images/build.sh") from None
 
     async def _ensure_volume(self, spec: InstanceSpec) -> None:
@@ -216,7 +216,7 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
         except NotFound:
             return False
         if info["Config"]["Labels"].get(container.MANAGED_LABEL) != "true":
-            raise web.HTTPError(409, "%s", f"a container named {info['Name'].lstrip('/')} exists and is not "
+            raise web.HTTPError(409, log_message=f"a container named {info['Name'].lstrip('/')} exists and is not "
                                            "managed by DSW Hub")
         try:
             await self._run(self.client.api.remove_container, info["Id"], force=True)
@@ -228,7 +228,7 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
         info = await self._run(self.client.api.inspect_container, self.container_id)
         bindings = info["NetworkSettings"]["Ports"].get(f"{container.SERVER_PORT}/tcp") or []
         if not bindings:
-            raise web.HTTPError(500, "%s", "the engine did not publish the server port")
+            raise web.HTTPError(500, log_message="the engine did not publish the server port")
         return int(bindings[0]["HostPort"])
 
     # --- poll and delete -----------------------------------------------------------------------
