@@ -1,7 +1,7 @@
 """Quota admission under a real race, on SQLite and on a real PostgreSQL: 20 one-GPU
 admissions released together by one barrier against a workspace allocation of 4 GPUs.
-Each worker (a thread, or a process of its own) opens its own engine, as the hub and its
-DSW service do. Exactly 4 are admitted; the 16 others are clean refusals that name the
+Each worker opens its own engine and connection, as the hub and its DSW service do; the
+workers are threads of the test process, or threads of five separate processes. Exactly 4 are admitted; the 16 others are clean refusals that name the
 GPUs in use; nothing else is raised (a lost race used to be a serialization failure, a
 500 upstream); exactly 4 reservation rows remain."""
 
