@@ -78,7 +78,8 @@ def member_session(hub, user: str) -> tuple[requests.Session, str]:
 def test_refused_spawn_form_shows_the_message_and_leaves_no_record(backend):
     hub = backend.hub
     s, xsrf = member_session(hub, USER)
-    r = s.post(f"{hub.url}/hub/spawn/{USER}/lc-form", data={"kind": "emacs", "_xsrf": xsrf}, timeout=30,
+    # (the spawn page posts its form with _xsrf in the query, as here)
+    r = s.post(f"{hub.url}/hub/spawn/{USER}/lc-form", params={"_xsrf": xsrf}, data={"kind": "emacs"}, timeout=30,
                allow_redirects=False)
     if r.status_code == 302:
         # JupyterHub waits 1 s for a spawn before it redirects to the spawn-pending page, which
@@ -96,9 +97,8 @@ def test_a_late_refusal_reaches_the_spawn_pending_page(backend):
     the spawn-pending page's progress stream; then the record and the failed spawner are gone."""
     hub = backend.hub
     s, xsrf = member_session(hub, USER)
-    r = s.post(f"{hub.url}/hub/spawn/{USER}/lc-slow", allow_redirects=False, timeout=30,
-               data={"kind": "notebook", "instance_type": "half", "_xsrf": xsrf,
-                     "mounts": json.dumps([{"storage": "lc-slow"}])})
+    r = s.post(f"{hub.url}/hub/spawn/{USER}/lc-slow", params={"_xsrf": xsrf}, allow_redirects=False, timeout=30,
+               data={"kind": "notebook", "instance_type": "half", "mounts": json.dumps([{"storage": "lc-slow"}])})
     assert r.status_code == 302 and f"/hub/spawn-pending/{USER}/lc-slow" in r.headers["Location"], r.text
     events = []
     with s.get(f"{hub.url}/hub/api/users/{USER}/servers/lc-slow/progress", params={"_xsrf": xsrf},
