@@ -185,3 +185,28 @@ async def test_new_workspace_namespace_gets_the_network_policy(make_spawner, kub
     pod = pods(emulator, "dsw-nlp")["dsw-bob"]
     assert pod["metadata"]["labels"].items() >= policy["spec"]["podSelector"]["matchLabels"].items()
     await spawner.stop()
+
+
+async def test_a_pod_that_died_is_released_once_by_the_post_stop_hook(make_spawner, kubelet, emulator,
+                                                                      state_db_url):
+    """JupyterHub calls no stop() for a server that died on its own, only the post-stop hook:
+    that releases the failed pod and the quota reservation, once."""
+    from .test_quota import reservations
+
+    spawner = make_spawner(user="bob", name="dies", options={"workspace": "vision", "instance_type": "cpu-small"})
+    await spawner.start()
+    assert reservations(state_db_url) == {("bob", "dies")}
+    pod = pods(emulator)["dsw-bob--dies"]
+    await kubelet.patch_status(pod, {"phase": "Failed", "containerStatuses": [{
+        "name": "notebook", "ready": False, "restartCount": 0, "image": pod["spec"]["containers"][0]["image"],
+        "imageID": "", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]})
+    for _ in range(200):  # the reflector sees the change
+        if await spawner.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert await spawner.poll() == 137
+    assert "dsw-bob--dies" in pods(emulator)  # poll only reports
+
+    await spawner.run_post_stop_hook()
+    assert "dsw-bob--dies" not in pods(emulator) and reservations(state_db_url) == set()
+    assert await spawner.release_instance("again") == []  # nothing left: nothing released twice
