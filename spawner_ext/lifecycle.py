@@ -24,9 +24,12 @@ Why refused spawns remove their server record: the API and the spawn page create
 counts toward ``named_server_limit_per_user``. When a spawn of a named server that never
 started successfully is refused (400/403 from this lifecycle), the row is deleted as soon
 as the spawn has failed. The failed in-memory spawner stays in ``user.spawners`` (on a
-detached stand-in row) only until the refusal has been delivered -- the answer of the
-request that asked (API error, spawn form with the message), or the end of a progress
-stream (spawn-pending page) -- so both still show the message.
+detached stand-in row, never added to the database) only until the refusal has been
+delivered, so every place that shows it still can: the answer of the request that asked
+(the API's error; the spawn form, which reads ``Refusal.jupyterhub_message``), the
+spawn-pending page (reads it too) or its progress stream (reads our events to the end);
+at the latest after ``refusal_memory`` seconds. Records that ever ran (``dsw_started`` in
+the state), the default server and records with shares are never removed this way.
 """
 
 from __future__ import annotations
