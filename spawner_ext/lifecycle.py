@@ -47,7 +47,7 @@ from traitlets import Float, default
 
 from . import quota
 from .catalog.db import Reservation
-from .catalog_spawner import CatalogSpawnerMixin, cached_catalog, default_state_db_url  # noqa: F401 (re-export)
+from .catalog_spawner import CatalogSpawnerMixin
 from .quantities import format_memory
 from .spec import InstanceSpec, Mount
 from .storage.credentials import Keys, StorageError, check_oss_async
