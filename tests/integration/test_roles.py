@@ -268,3 +268,33 @@ def test_forged_page_form_without_the_csrf_token_is_refused(rhub):
                           headers={"Cookie": cookie + (f"; dsw-csrf={csrf_cookie}" if csrf_cookie else "")})
         assert r.status_code == 403 and "form expired" in r.json()["detail"], r.text
     assert members(rhub) == before
+
+
+def page_form(h, user, path, fields):
+    """A member's own browser: their login cookie and a CSRF pair they hold themselves."""
+    return requests.post(f"{h.url}/services/dsw/{path}", data={**fields, "csrf": "mine"}, timeout=60,
+                         allow_redirects=False,
+                         headers={"Cookie": f"dsw-service-token={h.tokens[user]}; dsw-csrf=mine"})
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_page_forms_obey_the_same_roles_as_the_api(rhub, role):
+    """The pages run the API's operations: a member who may not manage members or caps gets the
+    refusal on the page and changes nothing, whatever form they post."""
+    user = USERS_ROLE[role]
+    before = (members(rhub), svc(rhub, "t-root", "GET", f"/workspaces/{WS}").json())
+    add = page_form(rhub, user, f"workspaces/{WS}/members", {"member": "t-formie", "role": "admin"})
+    cap = page_form(rhub, user, f"workspaces/{WS}/quotas",
+                    {"member": "t-bob", "group": "cpu", "cpu": "1", "memory": "1Gi", "gpu": "0"})
+    alloc = page_form(rhub, user, "admin/allocations", {"ws": WS, "group": "cpu", "cpu": "8", "memory": "16Gi"})
+    assert alloc.status_code == 303 and "error=only+platform+admins" in alloc.headers["location"], alloc.text
+    if role in ("owner", "admin"):
+        assert add.status_code == 303 and "message=" in add.headers["location"], add.headers
+        assert members(rhub)["t-formie"] == "admin"
+        assert cap.status_code == 303 and "message=" in cap.headers["location"]
+        rm = page_form(rhub, user, f"workspaces/{WS}/members", {"member": "t-formie", "remove": "1"})
+        assert rm.status_code == 303 and "t-formie" not in members(rhub)
+        return
+    assert add.status_code == 303 and "error=" in add.headers["location"] and "may+not" in add.headers["location"]
+    assert cap.status_code == 303 and "error=" in cap.headers["location"]
+    assert (members(rhub), svc(rhub, "t-root", "GET", f"/workspaces/{WS}").json()) == before
