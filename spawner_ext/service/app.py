@@ -9,7 +9,6 @@ call the hub are ``async`` and run their database steps in threads.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from contextlib import asynccontextmanager
 
@@ -25,7 +24,6 @@ from .schemas import CapacityBody, MemberBody, SaveImageBody, errors
 
 PREFIX = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dsw/")
 API = PREFIX + "api/v1"
-log = logging.getLogger("dsw.service")
 
 
 class JSONBodies:
