@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import subprocess
 from dataclasses import dataclass
 
@@ -94,9 +95,10 @@ RUNNABLE = [b for b in API_BLOCKS if b.skip is None]
 
 def test_skip_marks_are_exactly_the_blocks_that_need_a_cluster():
     marked = [b for b in BLOCKS if b.skip is not None]
-    print("\nREADME blocks exempt from running (readme-test: skip):")
-    for b in marked:
-        print(f"  - {b.name} (README.md:{b.line}): {b.skip}")
+    exempt = "README blocks not run (readme-test: skip):\n" + "\n".join(
+        f"  - {b.name} (README.md:{b.line}): {b.skip}" for b in marked)
+    print("\n" + exempt)
+    warnings.warn(exempt, UserWarning, stacklevel=1)  # in pytest's summary, also without -s
     assert [b.name for b in marked if not b.needs_cluster] == [], "a skip mark on a block that can run here"
     assert [b.name for b in API_BLOCKS if b.needs_cluster and b.skip is None] == [], \
         "an API example that needs a cluster without a skip mark"
