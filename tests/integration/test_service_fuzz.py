@@ -31,13 +31,13 @@ def fhub(tmp_path_factory, engine_url):
 
 
 @pytest.mark.parametrize("caller", ["fz-root", "fz-bob"])  # platform admin, developer
-def test_every_answer_is_documented_and_none_is_a_server_error(fhub, caller):
+def test_every_answer_is_documented_and_none_is_a_server_error(fhub, caller, tmp_path):
     cli = Path(sys.executable).parent / "schemathesis"
     run = subprocess.run(
         [str(cli), "run", f"{fhub.url}/services/dsw/api/v1/openapi.json", "--url", fhub.url,
          "-H", f"Authorization: token {fhub.user_token(caller)}", "--checks", CHECKS,
          "--max-examples", "8", "--seed", "1", "--no-color"],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its .schemathesis cache
     summary = run.stdout[-4000:]
     assert run.returncode == 0, summary + run.stderr[-2000:]
     assert "passed" in summary and "failures" not in summary.split("SUMMARY")[-1].lower(), summary
