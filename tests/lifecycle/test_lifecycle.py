@@ -186,3 +186,22 @@ def test_hub_restart_after_death_leaves_no_reservation(backend):
     model = servers(hub)["lc-gone"]
     assert not model["ready"] and not model["pending"]
     hub.api("DELETE", f"/users/{USER}/servers/lc-gone", json={"remove": True})
+
+
+def test_a_refusal_never_removes_a_record_that_ran_or_another_members(backend):
+    hub = backend.hub
+    r = hub.spawn(USER, "lc-ran", GOOD)
+    assert r.status_code in (201, 202), r.text
+    hub.stop_server(USER, "lc-ran")
+    r = hub.api("POST", f"/users/{USER}/servers/lc-ran", json=BAD_KIND)
+    assert r.status_code == 400, r.text
+    assert "lc-ran" in servers(hub)  # it ran before: the record (and its history) stays
+    # a member who tries to refuse-spawn someone else's server is stopped by the hub's scopes
+    # before any record is touched
+    bob = hub.user_token(USER)
+    hub.api("POST", "/users/lc-ann")  # the other member exists (409 if already)
+    r = hub.api("POST", "/users/lc-ann/servers/lc-theirs", token=bob, json=BAD_KIND)
+    assert r.status_code in (403, 404), r.text
+    assert "lc-theirs" not in servers(hub, "lc-ann")
+    hub.api("DELETE", f"/users/{USER}/servers/lc-ran", json={"remove": True})
+    wait_for(lambda: "lc-ran" not in servers(hub), 60, "lc-ran removed")
