@@ -190,3 +190,8 @@ def test_instance_that_dies_is_noticed(hub, engine):
             break
         time.sleep(1)
     assert not model or not model.get("ready")
+    # and its exited container does not stay behind (JupyterHub calls no stop() for it)
+    deadline = time.monotonic() + 30
+    while engine.containers.list(all=True, filters={"name": container_name("t-alice", "dies")}):
+        assert time.monotonic() < deadline, "the dead instance's container was not removed"
+        time.sleep(0.5)
