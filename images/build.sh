@@ -6,8 +6,10 @@
 #   images/build.sh cpu             base (if missing) + notebook-cpu
 #   images/build.sh gpu             notebook-gpu on a CUDA runtime image ($CUDA_BASE_IMAGE)
 #   images/build.sh all             base + cpu + gpu
-#   images/build.sh --rebuild [...] rebuild even if the image exists (notebook images
-#                                   are built with --no-cache; the base is re-debootstrapped
+#   images/build.sh --rebuild [...] rebuild even if the image is current (notebook images
+#                                   are built with --no-cache; without it a notebook image
+#                                   is rebuilt, with podman's layer cache, when its recipe
+#                                   label io.dsw.recipe differs from the Containerfile's hash; the base is re-debootstrapped
 #                                   only for an explicit `base` target)
 #
 # Image names and the tag come from images/images.yaml (single source of truth:
@@ -158,8 +160,13 @@ make_context() {
 
 build_notebook() { # accelerator image base
   local accel="$1" image="$2" base="$3"
-  if exists "$image" && [[ $REBUILD -eq 0 ]]; then
-    log "$image exists, skipping"; return
+  # The image carries the hash of its recipe (Containerfile + server config): an image built
+  # from an older recipe is rebuilt; podman's layer cache keeps the unchanged steps (Node,
+  # code-server) so only the changed steps run again. --rebuild builds everything anew.
+  local recipe; recipe="$(cat "$HERE/notebook/Containerfile" "$HERE/notebook/jupyter_server_config.py" | sha256sum | cut -c1-16)"
+  if exists "$image" && [[ $REBUILD -eq 0 ]] \
+      && [[ "$(podman image inspect --format '{{index .Labels "io.dsw.recipe"}}' "$image")" == "$recipe" ]]; then
+    log "$image exists (recipe $recipe), skipping"; return
   fi
   if [[ "$base" == localhost/* ]]; then
     exists "$base" || die "base image $base missing (run: images/build.sh base)"
@@ -178,6 +185,7 @@ build_notebook() { # accelerator image base
       --build-arg "BASE_IMAGE=$base" \
       --build-arg "ACCELERATOR=$accel" \
       --build-arg "IMAGE_VERSION=$TAG" \
+      --label "io.dsw.recipe=$recipe" \
       -t "$image" -f "$ctx/Containerfile" "$ctx"; then
     die "podman build of $image failed"
   fi

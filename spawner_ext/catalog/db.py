@@ -108,6 +108,11 @@ class SavedImage(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
     published: Mapped[bool] = mapped_column(Boolean, default=False)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # JSON {"added": {name: version}, "changed": {name: [base, now]}, "removed": {name: version}}:
+    # the `pip list` difference from the base image at save time (revision 0002)
+    packages: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # bytes of the instance's own layer pushed by the image agent (0: local engine commit)
+    layer_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AuditEvent(Base):
