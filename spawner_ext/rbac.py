@@ -16,18 +16,31 @@ PLATFORM_ACTIONS = {
 }
 
 
+# Names are injective: workspace ids hold only [a-z0-9-] (catalog.models.ID_PATTERN), so a
+# separator they cannot contain keeps workspace "vision-admin" from naming vision's admin
+# group. Groups use ':' (JupyterHub puts no rule on group names); roles use '.' (JupyterHub's
+# role-name rule allows [a-z0-9-_~.]), and no fixed role name (user, admin, dsw-platform-admin,
+# dsw-service, idle-culler) contains a '.', so a workspace called "platform" collides with none.
+GROUP_SEP, ROLE_SEP = ":", "."
+FIXED_ROLES = ("user", "admin", "dsw-platform-admin", "dsw-service", "idle-culler")
+
+
 def ws_group(ws: str) -> str:
     """Every member of the workspace: the target of ``!group=`` filters."""
-    return f"ws-{ws}"
+    return f"ws{GROUP_SEP}{ws}"
 
 
 def ws_role_group(ws: str, role: Role | str) -> str:
-    return f"ws-{ws}-{Role(role).value}"
+    return f"ws{GROUP_SEP}{ws}{GROUP_SEP}{Role(role).value}"
 
 
 def ws_builders_group(ws: str) -> str:
-    """Members whose role may use instances: instances are shared with this group."""
-    return f"ws-{ws}-builders"
+    """Members whose role may use instances: the only members instances are shared with."""
+    return f"ws{GROUP_SEP}{ws}{GROUP_SEP}builders"
+
+
+def ws_role_name(ws: str, role: Role | str) -> str:
+    return f"ws{ROLE_SEP}{ws}{ROLE_SEP}{Role(role).value}"
 
 
 def scope(action: Action | str, ws: str | None = None) -> str:
@@ -64,10 +77,12 @@ def role_scopes(ws: str, role: Role) -> list[str]:
     members = f"!group={ws_group(ws)}"
     scopes += [f"read:users:name{members}", f"read:servers{members}", f"read:groups!group={ws_group(ws)}"]
     if Action.use_own in allowed:
-        scopes += ["servers!user", "access:servers!user", "shares!user", "read:shares!user",
-                   f"read:groups:name!group={ws_builders_group(ws)}"]  # share with the workspace
-    if Action.manage_any in allowed:
-        scopes += [f"servers{members}"]  # stop/restart, not open (no access:servers)
+        # own servers only. No server scope on other members (a group filter selects users,
+        # not servers, and JupyterHub passes the caller's options to a spawn): stopping or
+        # restarting another member's instance goes through the DSW service, which checks the
+        # instance's own workspace. No shares scope either (it would allow sharing with anyone
+        # and share codes): the service shares with the workspace's builders only.
+        scopes += ["servers!user", "access:servers!user"]
     return scopes
 
 
@@ -77,7 +92,7 @@ def roles(catalog: Catalog, service: str = "dsw") -> list[dict]:
     for ws in catalog.workspaces:
         for role in Role:
             out.append({
-                "name": f"dsw-{ws.id}-{role.value}",
+                "name": ws_role_name(ws.id, role),
                 "description": f"{role.value} of workspace {ws.id}",
                 "scopes": role_scopes(ws.id, role),
                 "groups": [ws_role_group(ws.id, role)],

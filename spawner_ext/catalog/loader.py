@@ -96,6 +96,7 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
             if wid != "*" and wid not in ws_ids:
                 problems.append((f"images[{i}].workspaces[{j}]", f"unknown workspace {wid!r}"))
     problems += _storage_checks(cat, ws_ids)
+    problems += _name_checks(cat)
     for i, t in enumerate(cat.instance_types):
         if t.gpu and not t.gpu_type:
             problems.append((f"instance_types[{i}].gpu_type", "a GPU instance type needs a gpu_type"))
@@ -130,6 +131,28 @@ def _storage_checks(cat: Catalog, ws_ids: set[str]) -> list[tuple[str, str]]:
                 problems.append((f"storage[{i}].mount_path",
                                  f"{st.mount_path!r} overlaps {other.mount_path!r} of storage {other.id!r}, "
                                  f"both offered to workspace {sorted(shared)[0]!r}"))
+    return problems
+
+
+def _name_checks(cat: Catalog) -> list[tuple[str, str]]:
+    """Every hub group and role the catalogue makes (rbac) has one owner: a workspace whose
+    names equal another's, or a fixed role's, would hand that workspace's members the other's
+    permissions (or stop the hub: JupyterHub refuses a role defined twice)."""
+    from .. import rbac
+    from ..roles import Role
+
+    owner: dict[str, str] = {f"role {r}": "a fixed role" for r in rbac.FIXED_ROLES}
+    problems: list[tuple[str, str]] = []
+    for i, ws in enumerate(cat.workspaces):
+        names = {f"group {rbac.ws_group(ws.id)}", f"group {rbac.ws_builders_group(ws.id)}",
+                 *(f"group {rbac.ws_role_group(ws.id, r)}" for r in Role),
+                 *(f"role {rbac.ws_role_name(ws.id, r)}" for r in Role)}
+        for name in sorted(names):
+            if name in owner:
+                problems.append((f"workspaces[{i}].id", f"workspace {ws.id!r} would make hub {name}, "
+                                                        f"which is already {owner[name]}; choose another id"))
+            else:
+                owner[name] = f"workspace {ws.id!r}'s"
     return problems
 
 

@@ -11,14 +11,16 @@ shows it on the page it redirects to.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from contextlib import contextmanager
 
+import httpx
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from .. import snapshots
-from ..catalog.db import AuditEvent, sessions
+from ..catalog.db import AuditEvent, WorkspaceShare, sessions
 from ..catalog.live import allocation
 from ..catalog.models import Capacity
 from ..catalog_spawner import cached_catalog, default_state_db_url
@@ -30,6 +32,7 @@ from .auth import can, is_platform_admin
 from .schemas import CapacityBody
 
 OpError = ops.OpError
+log = logging.getLogger("dsw.actions")
 
 
 class Settings:
@@ -172,28 +175,82 @@ def audit_log(user: dict, limit: int) -> list[dict]:
 
 
 # --- instances -----------------------------------------------------------------------
+# Nobody holds a JupyterHub server scope on another member's servers (rbac.role_scopes):
+# stopping or restarting someone else's instance happens here, decided by the caller's role
+# in the instance's OWN workspace (its reservation), done with the service's token, audited.
+def _instance_check(user: dict, ws: str, owner: str, server: str, action: str) -> None:
+    """Refuse unless the caller may act on ``owner/server`` and it runs in ``ws``.
+
+    The workspace in the URL is only where the caller says they act: it must be the
+    workspace the instance was admitted to (its reservation), else 404, so a role held in
+    one workspace never reaches an instance of another."""
+    target = f"{owner}/{server}"
+    require(user, Action.use_own if owner == user["name"] else Action.manage_any, ws, target)
+    with attempt(user, action, ws, target) as ctx:
+        if ops.instance_workspace(ctx.session, owner, server) != ws:
+            raise OpError(404, f"no running instance {owner}/{server or 'default'} in workspace {ws}")
+
+
+def _audit(user: dict, action: str, ws: str, target: str, outcome: str, detail: str = "") -> None:
+    with context(user["name"]) as ctx:
+        ctx.audit(action, ws, target, outcome, detail)
+
+
 async def stop_instance(user: dict, ws: str, owner: str, server: str) -> dict:
-    def check():
-        require(user, Action.use_own if owner == user["name"] else Action.manage_any, ws, f"{owner}/{server}")
-        with context(user["name"]) as ctx:
-            if ops.instance_workspace(ctx.session, owner, server) != ws:
-                raise OpError(404, f"no running instance {owner}/{server or 'default'} in workspace {ws}")
-            ctx.audit("stop-instance", ws, f"{owner}/{server}", "ok")
-    await asyncio.to_thread(check)
+    await asyncio.to_thread(_instance_check, user, ws, owner, server, "stop-instance")
     status = await hub_api.stop_server(owner, server)
+    await asyncio.to_thread(_audit, user, "stop-instance", ws, f"{owner}/{server}", "ok", f"hub answered {status}")
     return {"stopping": f"{owner}/{server}", "hub_status": status}
+
+
+async def restart_instance(user: dict, ws: str, owner: str, server: str) -> dict:
+    """Stop, then start with the options the owner last started it with (the hub keeps them):
+    the caller chooses nothing about another member's instance."""
+    await asyncio.to_thread(_instance_check, user, ws, owner, server, "restart-instance")
+    model = await hub_api.server_model(owner, server)
+    if not model or not model.get("ready"):
+        await asyncio.to_thread(_audit, user, "restart-instance", ws, f"{owner}/{server}", "refused", "not running")
+        raise OpError(409, f"{owner}/{server or 'default'} is not running; only a running instance restarts")
+    options = model.get("user_options") or {}
+    try:
+        status = await hub_api.restart_server(owner, server, options)
+    except (httpx.HTTPError, TimeoutError) as exc:
+        detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+        await asyncio.to_thread(_audit, user, "restart-instance", ws, f"{owner}/{server}", "failed", detail)
+        raise OpError(502, f"the hub did not restart {owner}/{server or 'default'}: {detail}") from None
+    await asyncio.to_thread(_audit, user, "restart-instance", ws, f"{owner}/{server}", "ok",
+                            f"with the owner's last options {sorted(options)}")
+    return {"restarting": f"{owner}/{server}", "hub_status": status, "user_options": options}
+
+
+def subdomains() -> bool:
+    """True when JupyterHub serves each user's servers on their own host (subdomain_host):
+    the hub passes DSW_SUBDOMAIN_HOST to the service then."""
+    return bool(os.environ.get("DSW_SUBDOMAIN_HOST", "").strip())
+
+
+NO_SHARING = ("sharing is off on this hub: without subdomains (JupyterHub's subdomain_host) every user "
+              "server runs on the hub's own origin, so a page in a shared instance could act as whoever "
+              "opens it (on the hub and on these pages). An operator enables sharing by serving user "
+              "servers on their own hosts")
 
 
 async def share_instance(user: dict, ws: str, owner: str, server: str) -> dict:
     def change():
+        if not subdomains():
+            with attempt(user, "share-instance", ws, f"{owner}/{server}"):
+                raise OpError(403, NO_SHARING)
         if owner != user["name"]:
             raise OpError(403, "only an instance's creator can share it")
         require(user, Action.use_own, ws, f"{owner}/{server}")
-        with context(user["name"]) as ctx:
+        with attempt(user, "share-instance", ws, f"{owner}/{server}") as ctx:
             ops.share(ctx, ws, owner, server)
+            ctx.audit("share-instance", ws, f"{owner}/{server}", "ok")
             return ctx.catalog
     cat = await asyncio.to_thread(change)
-    await hub_api.sync_shares(cat, [(owner, server)], ws)
+    result = await hub_api.sync_shares(cat, [(owner, server)], ws)
+    if result.problems or result.gone:
+        raise OpError(502, "; ".join(result.problems) or f"{owner}/{server or 'default'} no longer exists")
     return {"shared": f"{owner}/{server}", "workspace": ws}
 
 
@@ -208,6 +265,46 @@ async def unshare_instance(user: dict, ws: str, owner: str, server: str) -> dict
     return {"unshared": f"{owner}/{server}", "workspace": ws}
 
 
+# --- hub groups and shares follow the effective catalogue ------------------------------
+def _share_rows(ws: str) -> list[tuple[str, str]]:
+    with context("reconcile") as ctx:
+        return ops.shares(ctx.session, ws)
+
+
+def _snapshot(ws: str) -> tuple:
+    with context("reconcile") as ctx:
+        return ctx.catalog, ops.shares(ctx.session, ws)
+
+
+def _forget_shares(ws: str, gone: list[tuple[str, str]]) -> None:
+    with context("reconcile") as ctx:
+        for owner, server in gone:
+            if ctx.session.get(WorkspaceShare, (ws, owner, server)) is not None:
+                ops.unshare(ctx, ws, owner, server)
+                ctx.audit("unshare-instance", ws, f"{owner}/{server}", "ok", "the server was deleted")
+
+
+async def converge(ws: str) -> list[str]:
+    """Make the hub's groups and shares of ``ws`` equal the effective catalogue, removals
+    included; return the shares that failed (the others are still synced).
+
+    Race-free with concurrent changes: the hub's state is read first, the catalogue
+    snapshotted after, and only what was read is removed. Anything added to the hub after
+    that read was committed to the state database after it too, so a stale snapshot never
+    undoes it; a removal committed after the snapshot is applied by its own change."""
+    rows = await asyncio.to_thread(_share_rows, ws)
+    seen_groups = await hub_api.workspace_groups(ws)
+    seen_shares = await hub_api.share_holders(rows)
+    cat, shared = await asyncio.to_thread(_snapshot, ws)
+    await hub_api.sync_groups(cat, ws, seen=seen_groups)
+    result = await hub_api.sync_shares(cat, shared, ws, seen=seen_shares, allowed=subdomains())
+    if result.gone:
+        await asyncio.to_thread(_forget_shares, ws, result.gone)
+    for problem in result.problems:
+        log.warning("workspace %s: %s", ws, problem)
+    return result.problems
+
+
 # --- members and quotas --------------------------------------------------------------
 async def set_member(user: dict, ws: str, member: str, new_role: Role) -> dict:
     def change():
@@ -215,11 +312,9 @@ async def set_member(user: dict, ws: str, member: str, new_role: Role) -> dict:
         with attempt(user, "set-member", ws, member) as ctx:
             ops.set_member(ctx, ws, member, new_role, actor_role=actor_role(ctx, user, ws))
             ctx.audit("set-member", ws, member, "ok", f"role={new_role.value}")
-            return ctx.catalog, ops.shares(ctx.session, ws)
-    cat, shared = await asyncio.to_thread(change)
-    await hub_api.sync_groups(cat, ws)
-    await hub_api.sync_shares(cat, shared, ws)
-    return {"workspace": ws, "user": member, "role": new_role.value}
+    await asyncio.to_thread(change)
+    problems = await converge(ws)
+    return {"workspace": ws, "user": member, "role": new_role.value, **({"problems": problems} if problems else {})}
 
 
 async def remove_member(user: dict, ws: str, member: str) -> dict:
@@ -228,11 +323,9 @@ async def remove_member(user: dict, ws: str, member: str) -> dict:
         with attempt(user, "remove-member", ws, member) as ctx:
             ops.remove_member(ctx, ws, member, actor_role=actor_role(ctx, user, ws))
             ctx.audit("remove-member", ws, member, "ok")
-            return ctx.catalog, ops.shares(ctx.session, ws)
-    cat, shared = await asyncio.to_thread(change)
-    await hub_api.sync_groups(cat, ws)
-    await hub_api.sync_shares(cat, shared, ws)
-    return {"workspace": ws, "removed": member}
+    await asyncio.to_thread(change)
+    problems = await converge(ws)
+    return {"workspace": ws, "removed": member, **({"problems": problems} if problems else {})}
 
 
 def set_member_quota(user: dict, ws: str, member: str, group: str, cap: Capacity) -> dict:

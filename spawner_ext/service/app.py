@@ -9,8 +9,10 @@ call the hub are ``async`` and run their database steps in threads.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +26,52 @@ from .schemas import CapacityBody, MemberBody, SaveImageBody, errors
 
 PREFIX = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dsw/")
 API = PREFIX + "api/v1"
+
+
+class SameOrigin:
+    """State changes (POST/PUT/PATCH/DELETE, API and pages) are refused with 403 when the
+    browser says they come from another origin: ``Origin``, or when absent ``Referer``,
+    is present and is neither the hub's public origin nor this service's own (with
+    subdomains the service has its own host). A page served by a user's server (its own
+    host with subdomains) then cannot drive these pages or this API with the visitor's
+    login, whatever token it managed to read. Clients that send neither header (curl,
+    scripts with a token) are not browsers acting for someone else and pass."""
+
+    def __init__(self, app, prefix: str):
+        self.app, self.prefix = app, prefix
+
+    @staticmethod
+    def origin(url: str) -> str:
+        p = urlsplit(url.strip())
+        return f"{p.scheme}://{p.netloc}".lower() if p.scheme and p.netloc else ""
+
+    @classmethod
+    def allowed(cls, host: str, scheme: str) -> set[str]:
+        """The hub's public origin (DSW_PUBLIC_URL, passed by the hub configuration; else the
+        hub's public URL JupyterHub gives its services) and the service's own public origin;
+        with none of them configured, the origin the request was addressed to."""
+        names = ("DSW_PUBLIC_URL", "JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_PUBLIC_URL")
+        found = {cls.origin(os.environ.get(n, "")) for n in names} - {""}
+        return found or {f"{scheme}://{host}".lower()}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE") \
+                and scope["path"].startswith(self.prefix):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            claimed = headers.get("origin") or headers.get("referer")
+            if claimed is not None:
+                sent = self.origin(claimed) or claimed.strip()
+                ok = self.allowed(headers.get("host", ""),
+                                  headers.get("x-forwarded-proto") or scope.get("scheme", "http"))
+                if sent.lower() not in ok:
+                    body = json.dumps({"detail": f"cross-origin change refused: the request comes from {sent!r}, "
+                                                 f"not from this hub ({', '.join(sorted(ok))})"}).encode()
+                    await send({"type": "http.response.start", "status": 403,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
 
 
 class JSONBodies:
@@ -68,6 +116,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="DSW Hub service", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None, lifespan=lifespan)
     app.add_middleware(JSONBodies, prefix=API + "/")
+    app.add_middleware(SameOrigin, prefix=PREFIX)  # added last: runs first
     common = errors(400, 401, 403, 404)
     api = APIRouter(prefix=API, responses=common)
 
@@ -124,7 +173,13 @@ def create_app() -> FastAPI:
     async def stop_instance(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
         return await actions.stop_instance(user, ws, owner, server)
 
-    @api.post("/workspaces/{ws}/instances/{owner}/share", summary="Share an own instance with the workspace")
+    @api.post("/workspaces/{ws}/instances/{owner}/restart", responses=errors(409, 502),
+              summary="Restart an instance with its owner's last options (server '' is the default)")
+    async def restart_instance(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
+        return await actions.restart_instance(user, ws, owner, server)
+
+    @api.post("/workspaces/{ws}/instances/{owner}/share", responses=errors(502),
+              summary="Share an own instance with the workspace's builders (needs subdomains)")
     async def share_instance(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
         return await actions.share_instance(user, ws, owner, server)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import httpx
@@ -31,15 +32,36 @@ async def _usernames(hub: httpx.AsyncClient, page: int = 200) -> set[str]:
             return names
 
 
-async def sync_groups(catalog: Catalog, only_workspace: str | None = None, remove: bool = True) -> None:
-    """Make the hub's workspace groups equal the effective membership. ``remove=False`` only
-    adds: a background pass whose snapshot may be older than a concurrent change must never
-    undo it (a removal that races it is made by the change itself)."""
+def workspace_group_names(ws: str) -> list[str]:
+    return [ws_group(ws), ws_builders_group(ws), *(ws_role_group(ws, r) for r in Role)]
+
+
+async def workspace_groups(ws: str) -> dict[str, set[str]]:
+    """The hub's members of each of ``ws``'s groups (a missing group: nobody)."""
+    out = {}
+    async with _client() as hub:
+        for group in workspace_group_names(ws):
+            r = await hub.get(f"/groups/{group}")
+            if r.status_code == 404:
+                out[group] = set()
+                continue
+            r.raise_for_status()
+            out[group] = set(r.json().get("users", []))
+    return out
+
+
+async def sync_groups(catalog: Catalog, only_workspace: str | None = None,
+                      seen: dict[str, set[str]] | None = None) -> None:
+    """Make the hub's workspace groups equal the effective membership of ``catalog``.
+
+    Removal is race-free when ``seen`` (the hub's groups read BEFORE ``catalog`` was
+    snapshotted) is given: only those members are removed. Whoever joined the hub's group
+    after that read was committed to the state database after it too, so a snapshot older
+    than that change never removes them (the change syncs them itself)."""
     want = catalog_groups(catalog)
     if only_workspace:
-        mine = {ws_group(only_workspace), ws_builders_group(only_workspace),
-                *(ws_role_group(only_workspace, r) for r in Role)}
-        want = {g: u for g, u in want.items() if g in mine}
+        mine = set(workspace_group_names(only_workspace))
+        want = {g: u for g, u in want.items() if g in mine} | {g: [] for g in mine if g not in want}
     async with _client() as hub:
         users = await _usernames(hub)
         for name in sorted({u for members in want.values() for u in members} - users):
@@ -47,38 +69,78 @@ async def sync_groups(catalog: Catalog, only_workspace: str | None = None, remov
         for group, members in want.items():
             r = await hub.get(f"/groups/{group}")
             if r.status_code == 404:
-                await hub.post(f"/groups/{group}", json={"users": members})
+                if members:
+                    (await hub.post(f"/groups/{group}", json={"users": members})).raise_for_status()
                 continue
             have = set(r.json().get("users", []))
             if add := sorted(set(members) - have):
                 (await hub.post(f"/groups/{group}/users", json={"users": add})).raise_for_status()
-            if remove and (drop := sorted(have - set(members))):
+            removable = have if seen is None else have & seen.get(group, set())
+            if drop := sorted(removable - set(members)):
                 (await hub.request("DELETE", f"/groups/{group}/users", json={"users": drop})).raise_for_status()
 
 
-async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str, revoke: bool = True) -> None:
-    """Share each (owner, server) with every member of ``ws`` whose role may use instances.
+async def share_holders(shares: list[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """Who holds each (owner, server) share now (a server that is gone: nobody)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    async with _client() as hub:
+        for owner, server in shares:
+            r = await hub.get(f"/shares/{owner}/{server}")
+            out[(owner, server)] = _holders(r.json()) if r.status_code == 200 else set()
+    return out
+
+
+def _holders(body: dict) -> set[str]:
+    return {item["user"]["name"] for item in body.get("items", []) if item.get("user")}
+
+
+class ShareSync:
+    """What one sync_shares pass found: servers that no longer exist (their hub shares went
+    with them), and shares that failed (each one reported; the others were still synced)."""
+
+    def __init__(self):
+        self.gone: list[tuple[str, str]] = []
+        self.problems: list[str] = []
+
+
+async def sync_shares(catalog: Catalog, shares: list[tuple[str, str]], ws: str,
+                      seen: dict[tuple[str, str], set[str]] | None = None, allowed: bool = True) -> ShareSync:
+    """Share each (owner, server) with every member of ``ws`` whose role may use instances,
+    and only them. Revocation is race-free as in ``sync_groups`` when ``seen`` is given.
 
     Per-user shares, not one group share: JupyterHub 5.5 resolves a token's scopes from
     the user's own shares only (group shares do not reach API or OAuth tokens).
+    ``allowed=False`` (sharing off: no subdomains) revokes instead of sharing.
     """
-    builders = set(catalog_groups(catalog).get(ws_builders_group(ws), []))
+    builders = set(catalog_groups(catalog).get(ws_builders_group(ws), [])) if allowed else set()
+    result = ShareSync()
     async with _client() as hub:
         for owner, server in shares:
             path = f"/shares/{owner}/{server}"
-            r = await hub.get(path)
-            have = {item["user"]["name"] for item in r.json().get("items", []) if item.get("user")} \
-                if r.status_code == 200 else set()
-            for user in sorted(builders - have - {owner}):
-                (await hub.post(path, json={"user": user})).raise_for_status()
-            for user in sorted(have - builders) if revoke else ():
-                scope = f"access:servers!server={owner}/{server}"
-                await hub.patch(path, json={"user": user, "scopes": [scope]})
+            try:
+                r = await hub.get(path)
+                if r.status_code == 404:  # the server was deleted: JupyterHub deleted its shares
+                    result.gone.append((owner, server))
+                    continue
+                r.raise_for_status()
+                have = _holders(r.json())
+                for user in sorted(builders - have - {owner}):
+                    (await hub.post(path, json={"user": user})).raise_for_status()
+                removable = have if seen is None else have & seen.get((owner, server), set())
+                for user in sorted(removable - builders):
+                    scope = f"access:servers!server={owner}/{server}"
+                    (await hub.patch(path, json={"user": user, "scopes": [scope]})).raise_for_status()
+            except httpx.HTTPError as exc:
+                detail = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+                result.problems.append(f"share {owner}/{server or 'default'}: {detail}")
+    return result
 
 
 async def revoke_shares(owner: str, server: str) -> None:
     async with _client() as hub:
-        await hub.delete(f"/shares/{owner}/{server}")
+        r = await hub.delete(f"/shares/{owner}/{server}")
+        if r.status_code != 404:  # a deleted server has no shares left
+            r.raise_for_status()
 
 
 async def server_states(users: set[str]) -> dict[tuple[str, str], str]:
@@ -93,10 +155,44 @@ async def server_states(users: set[str]) -> dict[tuple[str, str], str]:
     return out
 
 
+def _server_path(user: str, server: str) -> str:
+    return f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+
+
+async def server_model(user: str, server: str) -> dict | None:
+    async with _client() as hub:
+        r = await hub.get(f"/users/{user}")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return (r.json().get("servers") or {}).get(server)
+
+
 async def stop_server(user: str, server: str) -> int:
     async with _client() as hub:
-        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        r = await hub.delete(path)
+        r = await hub.delete(_server_path(user, server))
+        return r.status_code
+
+
+async def restart_server(user: str, server: str, options: dict, timeout: float = 300) -> int:
+    """Stop, wait until stopped, start again with ``options`` (the owner's last ones): the
+    service spawns with its own token, as the owner would have."""
+    async with _client() as hub:
+        r = await hub.delete(_server_path(user, server))
+        if r.status_code not in (202, 204):
+            r.raise_for_status()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            u = await hub.get(f"/users/{user}")
+            u.raise_for_status()
+            s = (u.json().get("servers") or {}).get(server)
+            if not s or not (s.get("ready") or s.get("pending")):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{user}/{server or 'default'} did not stop within {timeout:g}s")
+            await asyncio.sleep(0.5)
+        r = await hub.post(_server_path(user, server), json=options)
+        r.raise_for_status()
         return r.status_code
 
 

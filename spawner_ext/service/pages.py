@@ -132,6 +132,16 @@ def add_pages(app: FastAPI, prefix: str) -> None:
             return await actions.stop_instance(user, ws, owner, server)
         return await form_result(f"workspaces/{ws}", change, lambda r: f"stopping {owner}/{server or 'default'}")
 
+    @app.post(prefix + "workspaces/{ws}/instances/restart", include_in_schema=False)
+    async def restart_form(ws: str, request: Request, user: dict = Depends(current_user), owner: str = Form(""),
+                           server: str = Form(""), csrf: str = Form("")):
+        check_csrf(request, csrf)
+
+        async def change():
+            return await actions.restart_instance(user, ws, owner, server)
+        return await form_result(f"workspaces/{ws}", change,
+                                 lambda r: f"restarting {owner}/{server or 'default'} with its owner's last options")
+
     @app.get(prefix + "admin/allocations", response_class=HTMLResponse, include_in_schema=False)
     def allocations_page(request: Request, message: str = "", error: str = "", user: dict = Depends(current_user)):
         groups = actions.allocations(user, "view-allocations")

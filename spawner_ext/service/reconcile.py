@@ -1,7 +1,9 @@
 """The service's timer: state changed outside the service is brought back in line.
 
-- Members added elsewhere (SSO logins, catalogue edits) join the hub's workspace groups
-  and the workspace shares (add-only: a pass racing a removal must not undo it).
+- Membership changed elsewhere (SSO logins, catalogue edits) reaches the hub's workspace
+  groups and the workspace shares, removals included (``actions.converge``: the hub is read
+  before the catalogue is snapshotted, so a pass racing a change never undoes it). Shares
+  of deleted servers are forgotten; one failing share does not stop the others.
 - Quota reservations follow the servers that actually run: a reservation whose server the
   hub reports neither ready nor pending (the instance died on its own, the hub was killed
   mid-spawn, a release was lost) holds quota nobody uses, and is deleted, logged and audited.
@@ -15,21 +17,19 @@ import logging
 from sqlalchemy import delete, select
 
 from ..catalog.db import Reservation
-from . import hub_api, ops
-from .actions import context, workspace_ids
+from . import hub_api
+from .actions import context, converge, workspace_ids
 
 log = logging.getLogger("dsw.reconcile")
 
 
 async def groups_and_shares() -> None:
+    """Every workspace, each on its own: one that fails is logged and the others still run."""
     for ws in await asyncio.to_thread(workspace_ids):
-        def snapshot(ws=ws):
-            with context("reconcile") as ctx:
-                return ctx.catalog, ops.shares(ctx.session, ws)
-        cat, shared = await asyncio.to_thread(snapshot)
-        await hub_api.sync_groups(cat, ws, remove=False)
-        if shared:
-            await hub_api.sync_shares(cat, shared, ws, revoke=False)
+        try:
+            await converge(ws)
+        except Exception:
+            log.exception("reconcile of workspace %s failed", ws)
 
 
 def _reservations() -> dict[int, tuple[str, str]]:

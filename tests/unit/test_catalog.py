@@ -114,3 +114,54 @@ def test_repository_example_catalog_is_valid():
     cat = load_catalog(root / "hub_config" / "catalog.yaml")
     assert cat.workspace("vision").members["alice"] == "owner"
     assert cat.image("notebook-cpu") is not None
+
+
+# --- hub group and role names (issue 9, finding 7) ----------------------------------------
+def test_workspace_vision_admin_cannot_make_its_members_vision_admins(write_catalog):
+    """A workspace called "vision-admin" used to write group ws-vision-admin: vision's admin
+    role group, so its visitors became vision admins. Names now use a separator workspace
+    ids cannot hold."""
+    from spawner_ext import rbac
+
+    data = mutate(lambda d: d["workspaces"].append({"id": "vision-admin", "members": {"mallory": "visitor"}}))
+    cat = load_catalog(write_catalog(data))
+    groups = rbac.groups(cat)
+    assert "mallory" not in groups[rbac.ws_role_group("vision", "admin")]
+    roles = rbac.roles(cat)
+    vision_admin = next(r for r in roles if r["name"] == rbac.ws_role_name("vision", "admin"))
+    assert all("mallory" not in groups[g] for g in vision_admin["groups"])
+    names = [r["name"] for r in roles]
+    assert len(names) == len(set(names))
+
+
+def test_workspace_called_platform_keeps_the_hub_configurable(write_catalog):
+    """Workspace "platform" used to define role dsw-platform-admin a second time (JupyterHub
+    refuses to start then); now every workspace role name is distinct from the fixed ones
+    and valid for JupyterHub."""
+    from jupyterhub.roles import _validate_role_name
+
+    from spawner_ext import rbac
+
+    data = mutate(lambda d: d["workspaces"].append({"id": "platform", "members": {"mallory": "admin"}}))
+    cat = load_catalog(write_catalog(data))
+    roles = rbac.roles(cat)
+    names = [r["name"] for r in roles]
+    assert len(names) == len(set(names))
+    for name in names:
+        _validate_role_name(name)  # raises on a name JupyterHub would refuse
+    platform = next(r for r in roles if r["name"] == "dsw-platform-admin")
+    assert "mallory" not in platform["users"]
+
+
+def test_loader_refuses_ids_whose_hub_names_collide(write_catalog, monkeypatch):
+    """The loader checks the names rbac derives: were they ambiguous (the old '-' scheme),
+    the catalogue is refused naming the workspace, instead of merging two workspaces' roles."""
+    from spawner_ext import rbac
+
+    monkeypatch.setattr(rbac, "ws_role_group", lambda ws, role: f"ws-{ws}-{role}")
+    monkeypatch.setattr(rbac, "ws_group", lambda ws: f"ws-{ws}")
+    data = mutate(lambda d: d["workspaces"].append({"id": "vision-admin", "members": {"mallory": "visitor"}}))
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(write_catalog(data))
+    assert any(p == "workspaces[2].id" and "group ws-vision-admin" in m and "'vision'" in m
+               for _, p, m in exc.value.problems), exc.value.problems
