@@ -111,10 +111,10 @@ async def test_default_chart_runs_the_whole_product(render, tmp_path, monkeypatc
 
     # workspace groups, roles and custom scopes from the catalogue
     assert c.JupyterHub.custom_scopes == rbac.custom_scopes()
-    assert c.JupyterHub.load_groups["ws-demo-owner"] == {"users": ["admin"]}
-    demo_owner = roles(c)["dsw-demo-owner"]
-    assert demo_owner["groups"] == ["ws-demo-owner"]
-    assert "custom:dsw:manage-members!group=ws-demo" in demo_owner["scopes"]
+    assert c.JupyterHub.load_groups[rbac.ws_role_group("demo", "owner")] == {"users": ["admin"]}
+    demo_owner = roles(c)[rbac.ws_role_name("demo", "owner")]
+    assert demo_owner["groups"] == [rbac.ws_role_group("demo", "owner")]
+    assert rbac.scope("manage-members", "demo") in demo_owner["scopes"]
     assert roles(c)["user"]["scopes"] == rbac.BASE_USER_SCOPES
     assert roles(c)["dsw-platform-admin"]["users"] == catalog["platform_admins"]
     assert (c.JupyterHub.allow_named_servers, c.JupyterHub.named_server_limit_per_user) == (True, 5)
@@ -222,7 +222,7 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
         "adminToken": token, "idleTimeout": 600, "namedServerLimit": 4, "pollInterval": 10}}))["objects"]
     kube, _, _ = load_chart_config(objects, chart_dir, monkeypatch)
 
-    assert local.JupyterHub.load_groups["ws-nlp-developer"] == {"users": ["carol", "nina"]}
+    assert local.JupyterHub.load_groups[rbac.ws_role_group("nlp", "developer")] == {"users": ["carol", "nina"]}
     for name in ("load_groups", "load_roles", "custom_scopes", "allow_named_servers",
                  "named_server_limit_per_user", "default_url", "authenticator_class"):
         assert getattr(local.JupyterHub, name) == getattr(kube.JupyterHub, name), name
