@@ -9,16 +9,27 @@ the committed tag is removed again and the caller writes no row.
 A commit holds the container's own filesystem only: volumes are not in the image, so
 files under /home/jovyan (the home volume) and storage mounts are not saved.
 
+With a registry host configured and an image agent beside the engine (``DSW_AGENT_URL`` +
+``DSW_AGENT_TOKEN_FILE``), saving goes through the agent instead (``save_with_agent``): only
+the instance's own writable layer is pushed on top of its base image, the way Kubernetes
+nodes save (spawner_ext/agent/). A managed image that is not in the registry yet is pushed
+there once by the engine (``<prefix>/base/<name>:<tag>``); saved images of saved images are
+already there. The saved image is then pulled into the engine so it launches at once.
+
+Either way the package difference from the base image (``pip list`` of the image as built,
+``/opt/dsw/base-packages.json``, against the environment at save time) is recorded.
+
 Blocking (docker SDK); the service runs it in a thread. Every engine call is bounded by
 the client's timeout (``DSW_SAVE_TIMEOUT`` seconds, default 600).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -77,6 +88,9 @@ class Saved:
     base_image: str  # catalogue id of the image the instance ran (label dsw/image)
     kind: str
     pushed: bool
+    packages: dict | None = None  # {"added", "changed", "removed"}; None: no baseline in the image
+    layer_bytes: int = 0  # the new layer's bytes pushed by the agent (0: engine commit)
+    uploaded: int = field(default=0, compare=False)  # bytes sent to the registry
 
 
 # --- the saving step (blocking) ----------------------------------------------------------
@@ -115,6 +129,27 @@ def _scrub_env(cli: docker.DockerClient, info: dict) -> list[str]:
     return [f"ENV {k}=" for k in keys if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
 
 
+PACKAGES_MARK = "--- dsw: pip list ---"
+PACKAGES_SCRIPT = f"cat /opt/dsw/base-packages.json 2>/dev/null || echo null; echo '{PACKAGES_MARK}'; pip list --format=json"
+
+
+def packages_in_container(cli: docker.DockerClient, info: dict) -> dict | None:
+    """The package difference read inside the instance: baseline file, then ``pip list``."""
+    from .agent.packages import difference
+
+    try:
+        res = cli.api.exec_create(info["Id"], ["sh", "-c", PACKAGES_SCRIPT], user="1000:100", stderr=False)
+        out = cli.api.exec_start(res["Id"]).decode(errors="replace")
+        base_text, _, now_text = out.partition(PACKAGES_MARK)
+        base, now = json.loads(base_text), json.loads(now_text)
+    except (APIError, DockerException, ValueError):
+        return None
+    if not isinstance(base, list) or not isinstance(now, list):
+        return None
+    norm = lambda rows: {r["name"].lower().replace("_", "-"): r["version"] for r in rows}  # noqa: E731
+    return difference(norm(base), norm(now))
+
+
 def push(cli: docker.DockerClient, ref: str, *, tls_verify: bool = True) -> None:
     """Push ``ref``; raise SaveError from the stream's ``{"error": ...}`` lines (the engine
     answers 200 and reports failures inside the stream). ``tlsVerify=false`` is podman's
@@ -146,8 +181,10 @@ def remove_tag(cli: docker.DockerClient, ref: str) -> None:
 
 
 def save(cli: docker.DockerClient, *, ws: str, user: str, server: str, name: str, tag: str,
-         prefix: str | None = None, tls_verify: bool | None = None) -> Saved:
-    """Commit the instance and push it when the registry is a real host. Raises SaveError."""
+         prefix: str | None = None, tls_verify: bool | None = None, cap: int | None = None) -> Saved:
+    """Through the image agent when there is one and a registry host (``cap``: the workspace's
+    largest new layer), else commit the instance and push it when the registry is a real
+    host. Raises SaveError."""
     if not valid_name(name):
         raise SaveError(400, f"image name {name!r}: {NAME_RULE}")
     prefix = registry_prefix(prefix)
@@ -156,6 +193,10 @@ def save(cli: docker.DockerClient, *, ws: str, user: str, server: str, name: str
     ref = image_ref(prefix, ws, user, name, tag)
     info = find_container(cli, user, server, ws)
     labels = info["Config"].get("Labels") or {}
+    if registry_host(prefix) and agent_settings():
+        return save_with_agent(cli, info, ref=ref, prefix=prefix, tls_verify=tls_verify, cap=cap,
+                               comment=f"DSW: {user}/{server or 'default'} in {ws} saved as {name}")
+    packages = packages_in_container(cli, info)
     repo, rtag = split_ref(ref)
     try:
         cli.api.commit(info["Id"], repository=repo, tag=rtag, changes=_scrub_env(cli, info),
@@ -172,7 +213,126 @@ def save(cli: docker.DockerClient, *, ws: str, user: str, server: str, name: str
         remove_tag(cli, ref)  # nothing half-made
         raise
     return Saved(ref=ref, size=size, base_image=labels.get("dsw/image", ""), kind=labels.get("dsw/kind", ""),
-                 pushed=bool(host))
+                 pushed=bool(host), packages=packages)
+
+
+# --- through the image agent --------------------------------------------------------------
+ANNOUNCE_FILE = "image-agent.json"
+
+
+def agent_settings() -> tuple[str, str] | None:
+    """(agent URL, token) when an image agent runs beside this engine, else None: from
+    ``DSW_AGENT_URL`` + ``DSW_AGENT_TOKEN_FILE``, else from the file an agent started with
+    ``--announce <state dir>`` wrote into the hub's state folder (one machine)."""
+    url = os.environ.get("DSW_AGENT_URL", "").rstrip("/")
+    path = os.environ.get("DSW_AGENT_TOKEN_FILE", "")
+    if not url or not path:
+        announced = os.path.join(os.environ.get("DSW_STATE", "/var/lib/dsw-hub"), ANNOUNCE_FILE)
+        try:
+            with open(announced) as f:
+                found = json.load(f)
+            url, path = str(found["url"]).rstrip("/"), str(found["token_file"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    try:
+        token = open(path).read().strip()
+    except OSError as exc:
+        raise SaveError(500, f"the image agent's token file cannot be read: {exc.strerror}") from None
+    return (url, token) if token else None
+
+
+def manifest_exists(ref: str, *, tls_verify: bool) -> bool:
+    import requests
+
+    host, _, rest = ref.partition("/")
+    repo, tag = split_ref(rest)
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    url = f"{'https' if tls_verify else 'http'}://{host}/v2/{repo}/manifests/{tag}"
+    try:
+        return requests.head(url, headers={"Accept": accept}, timeout=30).status_code == 200
+    except requests.RequestException as exc:
+        raise SaveError(502, f"push to {host} failed: the registry cannot be reached ({type(exc).__name__})") from None
+
+
+def base_in_registry(cli: docker.DockerClient, info: dict, prefix: str, *, tls_verify: bool) -> str:
+    """The reference of the instance's image in the registry, pushing a managed image there
+    once (its layers are then mounted by every save, never uploaded again)."""
+    image = info["Config"]["Image"]
+    host = registry_host(prefix)
+    if image.startswith(f"{host}/"):
+        return image
+    last = image.rsplit("/", 1)[-1]
+    ref = f"{prefix}/base/{last if ':' in last else last + ':latest'}"
+    if not manifest_exists(ref, tls_verify=tls_verify):
+        repo, tag = split_ref(ref)
+        try:
+            cli.api.tag(info["Image"], repo, tag)
+            push(cli, ref, tls_verify=tls_verify)
+        finally:
+            remove_tag(cli, ref)
+    return ref
+
+
+def pull(cli: docker.DockerClient, ref: str, *, tls_verify: bool) -> None:
+    repo, tag = split_ref(ref)
+    api = cli.api
+    params = {"fromImage": repo, "tag": tag, **({} if tls_verify else {"tlsVerify": "false"})}
+    try:
+        resp = api._post(api._url("/images/create"), params=params, stream=True)
+        api._raise_for_status(resp)
+        errors = [str(line["error"]) for line in api._stream_helper(resp, decode=True)
+                  if isinstance(line, dict) and line.get("error")]
+    except (APIError, DockerException, OSError) as exc:
+        errors = [getattr(exc, "explanation", None) or str(exc)]
+    if errors:
+        raise SaveError(502, f"pull of {ref} failed: {errors[-1]}")
+
+
+def save_with_agent(cli: docker.DockerClient, info: dict, *, ref: str, prefix: str, tls_verify: bool,
+                    cap: int | None, comment: str) -> Saved:
+    """Ask the agent to push the instance's own layer onto its base image as ``ref``; then
+    pull ``ref`` into the engine. A failure after the push deletes the manifest again."""
+    import requests
+
+    url, token = agent_settings()
+    labels = info["Config"].get("Labels") or {}
+    base = base_in_registry(cli, info, prefix, tls_verify=tls_verify)
+    home = next((e.partition("=")[2] for e in info["Config"].get("Env") or [] if e.startswith("HOME=")),
+                "/home/jovyan")
+    body = {"container_id": info["Id"], "base": base, "target": ref, "max_layer_bytes": cap, "home": home,
+            "comment": comment[:500]}
+    try:
+        r = requests.post(f"{url}/v1/saves", json=body, headers={"Authorization": f"Bearer {token}"},
+                          timeout=int(os.environ.get("DSW_SAVE_TIMEOUT", "600")))
+    except requests.RequestException as exc:
+        raise SaveError(502, f"the image agent at {url} cannot be reached ({type(exc).__name__}): is it running?") from None
+    return finish_agent_save(cli, r, ref=ref, labels=labels, tls_verify=tls_verify)
+
+
+def agent_error(r) -> SaveError:
+    try:
+        detail = r.json().get("detail")
+    except ValueError:
+        detail = None
+    detail = detail if isinstance(detail, str) else (r.text[:300] or r.reason)
+    status = {413: 409, 409: 409, 404: 404}.get(r.status_code, 502)  # a cap is a quota: 409
+    return SaveError(status, f"the image agent refused the save ({r.status_code}): {detail}")
+
+
+def finish_agent_save(cli: docker.DockerClient | None, r, *, ref: str, labels: dict, tls_verify: bool) -> Saved:
+    """Saved from the agent's answer; pull into ``cli`` when given (one machine)."""
+    if r.status_code != 200:
+        raise agent_error(r)
+    done = r.json()
+    if cli is not None:
+        try:
+            pull(cli, ref, tls_verify=tls_verify)
+        except BaseException:
+            delete_from_registry(ref)
+            raise
+    return Saved(ref=ref, size=int(done["layer_size"]), base_image=labels.get("dsw/image", ""),
+                 kind=labels.get("dsw/kind", ""), pushed=True, packages=done.get("packages"),
+                 layer_bytes=int(done["layer_size"]), uploaded=int(done["uploaded"]))
 
 
 def in_use(cli: docker.DockerClient, image_id: str) -> list[str]:

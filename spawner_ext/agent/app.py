@@ -13,6 +13,8 @@ Routes are plain ``def``: the work is blocking file and registry I/O in FastAPI'
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import tempfile
@@ -164,5 +166,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description="DSW image agent")
     p.add_argument("--host", default=os.environ.get("DSW_AGENT_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("DSW_AGENT_PORT", "9731")))
+    p.add_argument("--announce", metavar="STATE_DIR", default="",
+                   help="one machine: write the agent's URL and token file into the hub's state folder "
+                        "(image-agent.json), where the DSW service finds it; removed again on exit")
     args = p.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    app = create_app()
+    announced = announce(args.announce, f"http://{args.host}:{args.port}") if args.announce else ""
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        if announced:
+            with contextlib.suppress(OSError):
+                os.unlink(announced)
+
+
+def announce(state_dir: str, url: str) -> str:
+    """Write {url, token_file} for the service (0600, replaced atomically); its path."""
+    path = os.path.join(state_dir, "image-agent.json")
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "token_file": os.path.abspath(os.environ["DSW_AGENT_TOKEN_FILE"])}, f)
+    os.replace(tmp, path)
+    return path

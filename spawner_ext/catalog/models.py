@@ -53,6 +53,8 @@ class Workspace(Strict):
     registry_allowlist: list[str] = Field(default_factory=list)
     quotas: dict[str, "Capacity"] = Field(
         default_factory=dict, description="initial allocation per resource group (platform admins change it at run time)")
+    saved_layer_cap: Memory | None = Field(
+        default=None, gt=0, description="largest new layer (compressed) a save may push, e.g. 2Gi; none: no cap")
 
     @field_validator("members")
     @classmethod

@@ -362,6 +362,30 @@ def _engine(fn, *args, **kwargs):
         cli.close()
 
 
+class _Claims:
+    """Instances being saved by this service: a second save of one instance is refused (the
+    agent refuses it too, per container, for saves that reach it from elsewhere)."""
+
+    def __init__(self):
+        import threading
+
+        self.lock, self.held = threading.Lock(), set()
+
+    def claim(self, key) -> bool:
+        with self.lock:
+            if key in self.held:
+                return False
+            self.held.add(key)
+            return True
+
+    def release(self, key) -> None:
+        with self.lock:
+            self.held.discard(key)
+
+
+_saving = _Claims()
+
+
 def save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -> dict:
     """Commit (+ push), then one row; a failure after the commit removes the tag. Blocking:
     call it from a thread."""
@@ -374,21 +398,27 @@ def save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -
             raise OpError(403, f"{me} may only save their own instances, not {target}")
         if not snapshots.valid_name(name):
             raise OpError(400, f"image name {name!r}: {snapshots.NAME_RULE}")
+        cap = ops.workspace_or_404(ctx.catalog, ws).saved_layer_cap
     image_id = snapshots.new_id()
+    if not _saving.claim((me, server or "")):
+        raise OpError(409, f"{target} is already being saved; wait for that save to finish")
     try:
-        saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id)
+        saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap)
     except snapshots.SaveError as exc:
         with context(me) as ctx:
             ctx.audit("save-image", ws, target, "refused" if exc.status < 500 else "failed", exc.message)
         raise OpError(exc.status, exc.message) from None
+    finally:
+        _saving.release((me, server or ""))
     try:
         with context(me) as ctx:
-            row = ops.record_saved_image(ctx, ws, image_id, name, saved.ref, saved.base_image, saved.size)
+            row = ops.record_saved_image(ctx, ws, image_id, name, saved.ref, saved.base_image, saved.size,
+                                         packages=saved.packages, layer_bytes=saved.layer_bytes)
             ctx.audit("save-image", ws, image_id, "ok", f"{target} -> {saved.ref}")
     except BaseException:
         _engine(snapshots.remove_tag, saved.ref)
         raise
-    return {**row, "pushed": saved.pushed}
+    return {**row, "pushed": saved.pushed, "uploaded": saved.uploaded}
 
 
 def publish_image(user: dict, ws: str, image_id: str) -> dict:

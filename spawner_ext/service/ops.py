@@ -6,6 +6,8 @@ Each function validates against the effective catalogue, refuses with ``OpError`
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -195,7 +197,8 @@ def unshare(ctx: Ctx, ws: str, owner: str, server: str) -> None:
 def image_row(img: SavedImage) -> dict:
     return {"id": img.id, "workspace": img.workspace, "owner": img.owner, "name": img.name, "image": img.image,
             "base_image": img.base_image, "created_at": img.created_at.isoformat() + "Z",
-            "published": img.published, "size": img.size}
+            "published": img.published, "size": img.size, "layer_bytes": img.layer_bytes or 0,
+            "packages": json.loads(img.packages) if img.packages else None}
 
 
 def saved_images(ctx: Ctx, ws: str, *, all_private: bool = False) -> list[dict]:
@@ -214,9 +217,11 @@ def saved_image_or_404(ctx: Ctx, ws: str, image_id: str) -> SavedImage:
     return row
 
 
-def record_saved_image(ctx: Ctx, ws: str, image_id: str, name: str, ref: str, base_image: str, size: int) -> dict:
+def record_saved_image(ctx: Ctx, ws: str, image_id: str, name: str, ref: str, base_image: str, size: int,
+                       packages: dict | None = None, layer_bytes: int = 0) -> dict:
     row = SavedImage(id=image_id, workspace=ws, owner=ctx.actor, name=name, image=ref, base_image=base_image,
-                     size=size, published=False)
+                     size=size, published=False, packages=json.dumps(packages) if packages is not None else "",
+                     layer_bytes=layer_bytes)
     ctx.session.add(row)
     ctx.session.flush()
     return image_row(row)
