@@ -368,5 +368,156 @@ def delete_from_registry(ref: str, *, timeout: float = 30) -> str:
         return str(exc)
 
 
+# --- on Kubernetes: the agent on the instance's node ----------------------------------------
+@dataclass(frozen=True)
+class KubeSettings:
+    """Where the service looks (``DSW_KUBE_*`` from the hub's settings on Kubernetes)."""
+
+    namespace_template: str = "dsw-{workspace}"
+    agent_namespace: str = ""
+    agent_selector: str = "app.kubernetes.io/component=image-agent"
+
+    @classmethod
+    def from_environ(cls) -> KubeSettings | None:
+        agent_ns = os.environ.get("DSW_KUBE_AGENT_NAMESPACE", "")
+        if not agent_ns:
+            return None
+        return cls(namespace_template=os.environ.get("DSW_KUBE_NAMESPACE_TEMPLATE", cls.namespace_template),
+                   agent_namespace=agent_ns,
+                   agent_selector=os.environ.get("DSW_KUBE_AGENT_SELECTOR", cls.agent_selector))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The instance's pod, its node and container, and the agent that can save it."""
+
+    pod: str
+    node: str
+    container_id: str
+    image: str
+    labels: dict
+    agent_url: str
+
+
+def instance_pod(pods: list[dict], user: str, server: str) -> dict | None:
+    """The running pod of ``user``'s server ``server`` among a workspace's pods (pure):
+    kubespawner annotates pods with the hub's user and server names, unescaped."""
+    for pod in pods:
+        ann = (pod.get("metadata") or {}).get("annotations") or {}
+        if ann.get("hub.jupyter.org/username") == user and ann.get("hub.jupyter.org/servername", "") == server \
+                and (pod.get("status") or {}).get("phase") == "Running":
+            return pod
+    return None
+
+
+def agent_on(pods: list[dict], node: str) -> str | None:
+    """The URL of a ready agent pod on ``node`` (pure); its port is the pod's first port."""
+    for pod in pods:
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        if spec.get("nodeName") == node and status.get("phase") == "Running" and ready and status.get("podIP"):
+            ports = (spec.get("containers") or [{}])[0].get("ports") or [{}]
+            ip = status["podIP"]
+            return f"http://{'[' + ip + ']' if ':' in ip else ip}:{ports[0].get('containerPort', 9731)}"
+    return None
+
+
+def place(pods: list[dict], agents: list[dict], *, user: str, server: str, ws: str) -> Placement:
+    """Pure: refusals name what is missing."""
+    pod = instance_pod(pods, user, server)
+    if pod is None:
+        raise SaveError(404, f"no running instance {user}/{server or 'default'} in workspace {ws}")
+    node = (pod.get("spec") or {}).get("nodeName") or ""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    main = next((c for c in statuses if c.get("name") == "notebook"), statuses[0] if statuses else {})
+    container_id = (main.get("containerID") or "").partition("://")[2]
+    if not node or not container_id:
+        raise SaveError(409, f"instance {user}/{server or 'default'} has no node or container yet; try again")
+    url = agent_on(agents, node)
+    if url is None:
+        raise SaveError(503, f"no image agent runs on node {node}: saving needs the chart's imageAgent "
+                             "(imageAgent.enabled, scheduled on the nodes that run instances)")
+    spec_containers = (pod.get("spec") or {}).get("containers") or [{}]
+    image = next((c.get("image") for c in spec_containers if c.get("name") == main.get("name")),
+                 spec_containers[0].get("image", ""))
+    return Placement(pod=pod["metadata"]["name"], node=node, container_id=container_id, image=image,
+                     labels=pod["metadata"].get("labels") or {}, agent_url=url)
+
+
+def kube_pods(settings: KubeSettings, ws: str) -> tuple[list[dict], list[dict]]:
+    """The workspace's instance pods and the agent pods (kubernetes_asyncio, run to completion
+    in this worker thread)."""
+    import asyncio
+
+    from kubernetes_asyncio import client as kclient
+    from kubernetes_asyncio import config as kconfig
+    from kubernetes_asyncio.config.config_exception import ConfigException
+
+    from .kube.objects import namespace_name
+
+    async def fetch():
+        cfg = kclient.Configuration()
+        try:
+            if os.environ.get("KUBECONFIG"):
+                await kconfig.load_kube_config(config_file=os.environ["KUBECONFIG"], client_configuration=cfg)
+            else:
+                kconfig.load_incluster_config(client_configuration=cfg)
+        except ConfigException as exc:
+            raise SaveError(500, f"the service cannot reach the Kubernetes API: {exc}") from None
+        async with kclient.ApiClient(configuration=cfg) as api:
+            core = kclient.CoreV1Api(api)
+            ns = namespace_name(settings.namespace_template, ws)
+            # raw JSON (no models): only a few fields are read, and nothing is re-validated
+            pods = await core.list_namespaced_pod(ns, label_selector=f"dsw/workspace={ws}", _preload_content=False)
+            agents = await core.list_namespaced_pod(settings.agent_namespace, label_selector=settings.agent_selector,
+                                                    _preload_content=False)
+            return json.loads(await pods.read()).get("items") or [], json.loads(await agents.read()).get("items") or []
+    try:
+        return asyncio.run(fetch())
+    except kclient.ApiException as exc:
+        raise SaveError(502, f"the Kubernetes API answered {exc.status}: {exc.reason}") from None
+
+
+def save_on_kube(settings: KubeSettings, *, ws: str, user: str, server: str, name: str, tag: str,
+                 prefix: str | None = None, cap: int | None = None) -> Saved:
+    """Find the instance's pod, node and container; ask the agent on that node to push the
+    instance's own layer onto the pod's image. The pod's image must be in the registry."""
+    import requests
+
+    if not valid_name(name):
+        raise SaveError(400, f"image name {name!r}: {NAME_RULE}")
+    prefix = registry_prefix(prefix)
+    host = registry_host(prefix)
+    if not host:
+        raise SaveError(409, "saving on Kubernetes needs a registry: set DSW_IMAGE_REGISTRY to host/namespace")
+    pods, agents = kube_pods(settings, ws)
+    where = place(pods, agents, user=user, server=server, ws=ws)
+    if not where.image.startswith(f"{host}/"):
+        raise SaveError(409, f"the instance's image {where.image} is not in the registry {host}: "
+                             "saved images are pushed onto their base there")
+    settings_ = agent_settings_token()
+    ref = image_ref(prefix, ws, user, name, tag)
+    body = {"container_id": where.container_id, "base": where.image, "target": ref, "max_layer_bytes": cap,
+            "comment": f"DSW: {user}/{server or 'default'} in {ws} saved as {name}"}
+    try:
+        r = requests.post(f"{where.agent_url}/v1/saves", json=body, headers={"Authorization": f"Bearer {settings_}"},
+                          timeout=int(os.environ.get("DSW_SAVE_TIMEOUT", "600")))
+    except requests.RequestException as exc:
+        raise SaveError(502, f"the image agent on node {where.node} cannot be reached ({type(exc).__name__})") from None
+    return finish_agent_save(None, r, ref=ref, labels=where.labels, tls_verify=True)
+
+
+def agent_settings_token() -> str:
+    path = os.environ.get("DSW_AGENT_TOKEN_FILE", "")
+    try:
+        token = open(path).read().strip() if path else ""
+    except OSError as exc:
+        raise SaveError(500, f"the image agent's token file cannot be read: {exc.strerror}") from None
+    if not token:
+        raise SaveError(500, "the image agent's token is not configured (DSW_AGENT_TOKEN_FILE)")
+    return token
+
+
 __all__ = ["Saved", "SaveError", "save", "push", "remove_tag", "in_use", "image_ref", "registry_prefix",
-           "registry_host", "valid_name", "new_id", "find_container", "client", "delete_from_registry"]
+           "registry_host", "valid_name", "new_id", "find_container", "client", "delete_from_registry",
+           "save_on_kube", "KubeSettings", "place"]

@@ -403,7 +403,11 @@ def save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -
     if not _saving.claim((me, server or "")):
         raise OpError(409, f"{target} is already being saved; wait for that save to finish")
     try:
-        saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap)
+        kube = snapshots.KubeSettings.from_environ()
+        if kube is not None:  # Kubernetes: the agent on the instance's node
+            saved = snapshots.save_on_kube(kube, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap)
+        else:
+            saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap)
     except snapshots.SaveError as exc:
         with context(me) as ctx:
             ctx.audit("save-image", ws, target, "refused" if exc.status < 500 else "failed", exc.message)
@@ -416,7 +420,9 @@ def save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -
                                          packages=saved.packages, layer_bytes=saved.layer_bytes)
             ctx.audit("save-image", ws, image_id, "ok", f"{target} -> {saved.ref}")
     except BaseException:
-        _engine(snapshots.remove_tag, saved.ref)
+        if snapshots.KubeSettings.from_environ() is None:
+            _engine(snapshots.remove_tag, saved.ref)
+        snapshots.delete_from_registry(saved.ref)
         raise
     return {**row, "pushed": saved.pushed, "uploaded": saved.uploaded}
 
