@@ -274,11 +274,16 @@ def base_in_registry(cli: docker.DockerClient, info: dict, prefix: str, *, tls_v
 
 
 def pull(cli: docker.DockerClient, ref: str, *, tls_verify: bool) -> None:
+    """Pull ``ref`` into the engine. A plain-HTTP registry needs podman's own pull endpoint
+    (``/libpod/images/pull?tlsVerify=false``: the compat endpoint has no such switch); Docker
+    itself decides by its ``insecure-registries`` setting."""
     repo, tag = split_ref(ref)
     api = cli.api
-    params = {"fromImage": repo, "tag": tag, **({} if tls_verify else {"tlsVerify": "false"})}
+    path, params = "/images/create", {"fromImage": repo, "tag": tag}
+    if not tls_verify:
+        path, params = "/libpod/images/pull", {"reference": ref, "tlsVerify": "false", "quiet": "true"}
     try:
-        resp = api._post(api._url("/images/create"), params=params, stream=True)
+        resp = api._post(api._url(path), params=params, stream=True)
         api._raise_for_status(resp)
         errors = [str(line["error"]) for line in api._stream_helper(resp, decode=True)
                   if isinstance(line, dict) and line.get("error")]
