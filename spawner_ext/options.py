@@ -11,6 +11,7 @@ import re
 from typing import Any, Mapping
 
 from .catalog.models import Accelerator, Catalog, Image, Kind
+from .naming import home_volume_name, label_value, server_label, server_slug, slug
 from .roles import Action, allowed
 from .spec import HOME, START_URL, InstanceSpec, Mount
 from .storage.mounts import MountError, resolve_mounts
@@ -27,16 +28,13 @@ class OptionsError(ValueError):
 
 
 def safe_name(text: str, limit: int = 40) -> str:
-    """A DNS-label-safe name; when characters had to change, a short hash keeps it unique."""
+    """A DNS-label-safe *display* name (hostnames). Not injective: never an identity -- names
+    that identify something come from ``naming`` (issue 9, finding 6)."""
     clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
     if clean != text or len(clean) > limit:
         digest = hashlib.sha256(text.encode()).hexdigest()[:6]
         clean = f"{clean[: limit - 7].rstrip('-')}-{digest}"
     return clean
-
-
-def home_volume_name(workspace: str, user: str) -> str:
-    return f"dsw-home-{safe_name(workspace)}-{safe_name(user)}"
 
 
 def _text(options: Mapping[str, Any], key: str) -> str | None:
@@ -139,14 +137,14 @@ def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any]
         raise OptionsError(400, "instance_type", f"image {image.id!r} needs a GPU but {itype.id!r} has none")
 
     try:
-        mounts = resolve_mounts(catalog, ws, options.get("mounts"), user_dir=safe_name(user),
-                                server_dir=safe_name(server or "default"))
+        mounts = resolve_mounts(catalog, ws, options.get("mounts"), user_dir=slug(user),
+                                server_dir=server_slug(server))
     except MountError as exc:
         raise OptionsError(400, exc.field, exc.message) from None
 
     labels = {
-        "dsw/user": safe_name(user, 63),
-        "dsw/server": safe_name(server or "default", 63),
+        "dsw/user": label_value(user),
+        "dsw/server": server_label(server),
         "dsw/workspace": ws,
         "dsw/kind": kind.value,
         "dsw/resource-group": group.id,

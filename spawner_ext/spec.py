@@ -37,8 +37,9 @@ class Mount:
 
     Storage mounts (from the catalogue's ``storage`` section) also carry ``storage`` (the
     entry id); an nfs mount may carry ``host_source``, the folder where that export is
-    mounted on the host (what one machine binds); an oss mount carries ``endpoint``,
-    ``region`` and the ``credentials`` reference."""
+    mounted on the host (what one machine binds), and a NAS mount bound from the host carries
+    ``host_root``, the entry's ``host_path``, which the bound folder must really stay under;
+    an oss mount carries ``endpoint``, ``region`` and the ``credentials`` reference."""
 
     type: Literal["volume", "host", "nfs", "oss"]
     source: str
@@ -47,6 +48,7 @@ class Mount:
     name: str = ""
     storage: str = ""
     host_source: str = ""
+    host_root: str = ""
     endpoint: str = ""
     region: str = ""
     credentials: OssCredentials | None = None

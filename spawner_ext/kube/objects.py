@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from ..options import safe_name
+from ..naming import dns_subdomain_problem
 from ..quantities import format_cpu, format_memory, parse_memory
 from ..spec import MANAGED_LABEL, InstanceSpec, Mount
 from ..storage.credentials import Keys, StorageError
@@ -131,7 +131,11 @@ def image_pull_secrets(pull_secret: str | None) -> list[dict]:
 # --- volumes -------------------------------------------------------------------------
 
 def volume_name(mount: Mount, index: int) -> str:
-    return safe_name(mount.name, 50) if mount.name else f"{mount.type}-{index}"
+    """``home`` or ``storage-<catalogue id>`` (ids are DNS labels); refused, never rewritten."""
+    name = mount.name or f"{mount.type}-{index}"
+    if not DNS_LABEL.match(name):
+        raise ValueError(f"volume name {name!r} is not a DNS label")
+    return name
 
 
 def nfs_volume(name: str, source: str, read_only: bool) -> dict:
@@ -232,6 +236,27 @@ def volumes(spec: InstanceSpec, settings: KubeSettings) -> tuple[list[dict], lis
     return [v for v, _ in pairs], [m for _, m in pairs]
 
 
+# --- security contexts -----------------------------------------------------------------
+#: the managed images' user (jovyan) and group (users); instances run as nothing else
+INSTANCE_UID, INSTANCE_GID = 1000, 100
+
+
+def pod_security_context(uid: int = INSTANCE_UID, gid: int = INSTANCE_GID) -> dict:
+    """Pod-wide: never root, the image user even when an image says otherwise (a free-form image
+    that starts as root runs as ``uid``), volumes group-owned by ``gid``, the runtime's default
+    seccomp profile (issue 9, finding 5)."""
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security_context(uid: int = INSTANCE_UID, gid: int = INSTANCE_GID) -> dict:
+    """The notebook container: no capability at all and no way to gain one (setuid binaries and
+    file capabilities do nothing under allowPrivilegeEscalation false)."""
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid,
+            "allowPrivilegeEscalation": False, "privileged": False,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 # --- whole objects ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -250,10 +275,17 @@ class PodFields:
     volume_mounts: list[dict]
     default_url: str
     working_dir: str | None
+    pod_security_context: dict = field(default_factory=pod_security_context)
+    container_security_context: dict = field(default_factory=container_security_context)
 
 
 def pod_fields(spec: InstanceSpec, settings: KubeSettings) -> PodFields:
     vols, mounts = volumes(spec, settings)
+    if spec.home is not None and spec.home.type == "volume":
+        problem = dns_subdomain_problem(spec.home.source)
+        if problem:  # refused, never shortened: a shortened name could be someone else's
+            raise ValueError(f"the home volume name {spec.home.source!r} {problem}; on Kubernetes user "
+                             "names must give a DNS name (letters, digits, '.', '-', '_'; not ending in '-')")
     return PodFields(
         namespace=namespace_name(settings.namespace_template, spec.workspace),
         image=spec.image,
@@ -299,10 +331,36 @@ def home_pvc_manifest(spec: InstanceSpec, settings: KubeSettings) -> dict | None
             "spec": pvc_spec}
 
 
+#: where instances may not connect (besides what ``deny`` adds): private and link-local
+#: ranges, which hold the cluster's API server, databases and cloud metadata (169.254.169.254)
+PRIVATE_RANGES_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+                     "127.0.0.0/8")
+PRIVATE_RANGES_V6 = ("fc00::/7", "fe80::/10", "::1/128")
+
+
+def egress_rules(peers: list[dict], *, deny: tuple[str, ...] = (), dns_namespace: str = "kube-system",
+                 dns_port: int = 53) -> list[dict]:
+    """Instances may reach: the hub and the proxy (``peers``), the cluster DNS (pods in
+    ``dns_namespace`` on port 53), and public addresses. Everything else -- the API server, the
+    hub's database, other pods, link-local metadata -- is denied. ``deny`` adds CIDRs to refuse
+    among public addresses too (an API server or a database with a public address)."""
+    v4 = [c for c in deny if ":" not in c]
+    v6 = [c for c in deny if ":" in c]
+    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dns_namespace}}}
+    return [
+        {"to": peers},
+        {"to": [dns], "ports": [{"protocol": "UDP", "port": dns_port}, {"protocol": "TCP", "port": dns_port}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [*PRIVATE_RANGES_V4, *v4]}},
+                {"ipBlock": {"cidr": "::/0", "except": [*PRIVATE_RANGES_V6, *v6]}}]},
+    ]
+
+
 def network_policy_manifest(namespace: str, workspace: str, peer_namespace: str,
-                            peer_pod_labels: list[Mapping[str, str]]) -> dict:
+                            peer_pod_labels: list[Mapping[str, str]], *, egress_deny: tuple[str, ...] = (),
+                            dns_namespace: str = "kube-system") -> dict:
     """Only the listed pods (the hub and the proxy, in the hub's namespace) may open
-    connections to DSW instances in a workspace namespace. Egress stays open.
+    connections to DSW instances in a workspace namespace, and instances may open connections
+    only to those pods, the cluster DNS and public addresses (``egress_rules``).
     The hub is the one maker of this policy in every deployment (the chart makes none)."""
     if not peer_pod_labels:
         raise ValueError("a network policy needs at least one peer (the hub and the proxy)")
@@ -311,5 +369,6 @@ def network_policy_manifest(namespace: str, workspace: str, peer_namespace: str,
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "dsw-instances", "namespace": namespace, "labels": workspace_labels(workspace)},
             "spec": {"podSelector": {"matchLabels": {MANAGED_LABEL: "true"}},
-                     "policyTypes": ["Ingress"],
-                     "ingress": [{"from": peers}]}}
+                     "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"from": peers}],
+                     "egress": egress_rules(peers, deny=tuple(egress_deny), dns_namespace=dns_namespace)}}

@@ -96,6 +96,15 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
              "instances only from these pods: {'namespace': <hub namespace>, 'podLabels': [<labels>, ...]} "
              "(the chart passes the hub's and the proxy's labels).",
     )
+    network_policy_egress_deny = List(
+        Unicode(), [], config=True,
+        help="CIDRs instances may not reach, beyond the private and link-local ranges the network "
+             "policy always denies: the API server's and the database's addresses when they are public "
+             "(private ones are denied already).",
+    )
+    network_policy_dns_namespace = Unicode(
+        "kube-system", config=True, help="Namespace of the cluster DNS pods instances may query (port 53).",
+    )
     failure_check_interval = Float(
         0.5, config=True, help="Seconds between checks for a pod that cannot pull its image while starting.",
     )
@@ -165,6 +174,11 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
         self.storage_pvc_ensure = False  # the home PVC is ours (objects.home_pvc_manifest)
         self.default_url = fields.default_url
         self.working_dir = fields.working_dir
+        # the image user, no capabilities, no escalation, RuntimeDefault seccomp (objects.py says why)
+        self.uid, self.gid, self.fs_gid = objects.INSTANCE_UID, objects.INSTANCE_GID, objects.INSTANCE_GID
+        self.allow_privilege_escalation = False
+        self.pod_security_context = fields.pod_security_context
+        self.container_security_context = fields.container_security_context
         self.environment = {**self.environment, **spec.env}
         # Limits as traits too, so the server sees CPU_LIMIT/MEM_LIMIT like on the local backend.
         self.cpu_limit, self.mem_limit = spec.cpu, spec.memory
@@ -218,7 +232,8 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
         if self.network_policy_peers:
             policy = objects.network_policy_manifest(
                 namespace, spec.workspace, self.network_policy_peers["namespace"],
-                self.network_policy_peers["podLabels"])
+                self.network_policy_peers["podLabels"], egress_deny=tuple(self.network_policy_egress_deny),
+                dns_namespace=self.network_policy_dns_namespace)
             await self._dsw_create(self.api_networking.create_namespaced_network_policy, policy,
                                    namespace=namespace)
         pvc = objects.home_pvc_manifest(spec, self.settings)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from ..naming import container_name  # noqa: F401  (the backend's name rule lives in naming)
 from ..options import safe_name
 from ..spec import MANAGED_LABEL, InstanceSpec, Mount
 
 SERVER_PORT = 8888
-
-
-def container_name(user: str, server: str) -> str:
-    base = f"dsw-{safe_name(user)}"
-    return f"{base}--{safe_name(server)}" if server else base
+#: the managed images' user (jovyan) and group (users): every instance runs as exactly this,
+#: whatever the image says (a free-form image whose USER is root still runs as 1000:100)
+INSTANCE_USER = "1000:100"
+#: capabilities instances keep: none. The server, the terminal and code-server run as 1000,
+#: which holds no capability anyway; dropping them all also empties the bounding set, so a
+#: setuid-root binary cannot bring any back (and no-new-privileges keeps it from switching uid).
+CAP_ADD: tuple[str, ...] = ()
+#: no user namespace: podman's Docker API takes ``UsernsMode`` "auto", but the instance uid then
+#: maps to a subordinate host uid, which can no longer use what the host hands it as uid 1000 --
+#: NAS folders, s3fs mounts (uid=1000) and the home volumes. With uid 1000, no capability, and
+#: no-new-privileges, no process in the container is root on the host to begin with.
+SECURITY_OPT = ("no-new-privileges",)
 
 
 def mount_arg(mount: Mount) -> dict:
@@ -38,6 +46,10 @@ def create_kwargs(spec: InstanceSpec, *, name: str, cmd: list[str], env: dict[st
         "PidsLimit": pids_limit,
         "PortBindings": {f"{SERVER_PORT}/tcp": [{"HostIp": host_ip, "HostPort": ""}]},
         "RestartPolicy": {"Name": "no"},
+        "SecurityOpt": list(SECURITY_OPT),
+        "CapDrop": ["ALL"],
+        "CapAdd": list(CAP_ADD),
+        "Privileged": False,
     }
     if network:
         host_config["NetworkMode"] = network
@@ -50,6 +62,7 @@ def create_kwargs(spec: InstanceSpec, *, name: str, cmd: list[str], env: dict[st
         "environment": {**spec.env, **env},
         "labels": labels,
         "hostname": safe_name(spec.server or spec.user, 63),
+        "user": INSTANCE_USER,
         "working_dir": spec.home.mount_path if spec.home else None,
         "ports": [SERVER_PORT],
         "host_config": host_config,

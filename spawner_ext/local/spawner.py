@@ -9,7 +9,6 @@ mounts OSS with s3fs on the host (``storage/local.py``).
 from __future__ import annotations
 
 import asyncio
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -109,10 +108,12 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
         storage_local.bind_spec(spec, self.storage_layout)  # NFS-only entries cannot run here
 
     async def engine_check_nas(self, mount: Mount) -> None:
+        if mount.type not in ("host", "nfs"):
+            return
         folder = mount.host_source if mount.type == "nfs" else mount.source
-        if mount.type in ("host", "nfs") and not await self._run(os.path.isdir, folder):
-            raise StorageError(f"storage {mount.storage!r}: the NAS folder {folder} does not exist on "
-                               "this machine (is the NAS mounted on the host?)")
+        problem = await self._run(storage_local.nas_folder_problem, folder, mount.host_root)
+        if problem:
+            raise StorageError(f"storage {mount.storage!r}: {problem}")
 
     async def engine_oss_keys(self, mount: Mount, spec: InstanceSpec) -> Keys:
         return local_keys(mount)

@@ -3,7 +3,12 @@
 Layout (``root`` defaults to ``$DSW_STATE/mounts``, ``creds`` to ``$DSW_STATE/storage-credentials``)::
 
     <root>/<user>/<server or _>/<storage-id>        s3fs mount point, bound into the container
-    <creds>/<user>--<server or _>--<storage-id>     s3fs passwd file, mode 0600, dir 0700
+    <creds>/<user>/<server or _>/<storage-id>       s3fs passwd file, mode 0600, folders 0700
+
+``<user>`` and ``<server>`` are ``naming.slug``s (injective, never ``_``, ``.`` or ``..``), so
+two instances never share a folder. Folders below ``root`` are 0700 and owned by the instance
+uid (1000): the s3fs mounts' ``allow_other`` lets the container's user in, while other host
+users cannot even reach the mount point (issue 9, finding 12).
 
 ``root`` is bound onto itself and made rshared once, so the container's ``rslave`` bind sees
 the FUSE mount. Everything for an instance is derived from (user, server): stop, a failed
@@ -19,6 +24,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -26,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..options import safe_name
+from ..naming import DEFAULT_SERVER, container_name_of, server_slug, slug
 from ..spec import InstanceSpec, Mount
 from .credentials import Keys, StorageError, bucket_and_prefix
 
 log = logging.getLogger("dsw.storage")
-DEFAULT_SERVER_DIR = "_"  # safe_name never yields "_", so it cannot clash with a named server
+DEFAULT_SERVER_DIR = DEFAULT_SERVER  # a slug is never "_", so it cannot clash with a named server
 
 
 def default_state() -> Path:
@@ -50,7 +56,7 @@ class Layout:
 
     @staticmethod
     def names(user: str, server: str) -> tuple[str, str]:
-        return safe_name(user), (safe_name(server) if server else DEFAULT_SERVER_DIR)
+        return slug(user), server_slug(server)
 
     def instance_dir(self, user: str, server: str) -> Path:
         u, s = self.names(user, server)
@@ -61,7 +67,7 @@ class Layout:
 
     def creds_file(self, user: str, server: str, storage: str) -> Path:
         u, s = self.names(user, server)
-        return self.creds / f"{u}--{s}--{storage}"
+        return self.creds / u / s / storage
 
 
 # --- mount table ---------------------------------------------------------------------
@@ -87,6 +93,7 @@ def ensure_shared_root(root: Path) -> None:
     """Bind ``root`` onto itself and make it rshared (once), so container binds with rslave
     propagation see FUSE mounts made below it."""
     root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)  # others may pass through to their own 0700 folder, not list who has one
     if not is_mounted(root):
         subprocess.run(["mount", "--bind", str(root), str(root)], check=True, capture_output=True, timeout=10)
     subprocess.run(["mount", "--make-rshared", str(root)], check=True, capture_output=True, timeout=10)
@@ -120,7 +127,7 @@ def bind_spec(spec: InstanceSpec, layout: Layout) -> InstanceSpec:
 
 
 def s3fs_command(mount: Mount, mount_point: Path, creds_file: Path, *, s3fs: str = "s3fs",
-                 uid: int = 1000, gid: int = 100, umask: str = "0022") -> list[str]:
+                 uid: int = 1000, gid: int = 100, umask: str = "0077") -> list[str]:
     """The s3fs command line for one OSS mount. Pure; holds a file name, never a key."""
     bucket, prefix = bucket_and_prefix(mount)
     opts = [f"passwd_file={creds_file}", f"url={mount.endpoint.rstrip('/')}", "use_path_request_style",
@@ -135,9 +142,61 @@ def s3fs_command(mount: Mount, mount_point: Path, creds_file: Path, *, s3fs: str
     return cmd
 
 
+# --- NAS host folders -------------------------------------------------------------------
+def nas_folder_problem(folder: str, root: str) -> str | None:
+    """Why the host folder ``folder`` of a NAS entry whose ``host_path`` is ``root`` cannot be
+    bound (None when it can). A member who can write in one NAS entry could plant a symlink in a
+    sub-path of another (issue 9, finding 10); so no component from ``root`` down may be a
+    symlink, and the real path must stay under the real ``root``. Blocking (lstat)."""
+    if not root:
+        return f"the NAS folder {folder} has no root to stay under"
+    base, path = Path(root), Path(folder)
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        return f"the NAS folder {folder} is not under the entry's host_path {root}"
+    if not base.is_dir():
+        return f"the NAS folder {root} does not exist on this machine (is the NAS mounted on the host?)"
+    current = base
+    for part in rel.parts:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return f"the NAS folder {folder} does not exist on this machine (is the NAS mounted on the host?)"
+        if stat.S_ISLNK(mode):
+            return f"the NAS folder {folder} has a symbolic link at {current}: refused, it could lead anywhere"
+        if not stat.S_ISDIR(mode):
+            return f"the NAS folder {folder}: {current} is not a folder"
+    real, real_root = os.path.realpath(folder), os.path.realpath(root)
+    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+        return f"the NAS folder {folder} resolves to {real}, outside the entry's host_path {root}"
+    return None
+
+
 # --- side effects ---------------------------------------------------------------------
-def write_creds(path: Path, keys: Keys) -> None:
-    """The s3fs passwd file, mode 0600 from its creation, in a 0700 folder."""
+def private_dirs(top: Path, leaf: Path, *, uid: int | None = None, gid: int | None = None) -> None:
+    """Make ``leaf`` and its parents below ``top``, each 0700 (and owned by ``uid``:``gid`` when
+    given): only that uid (and root) can reach what lies below."""
+    top.mkdir(parents=True, exist_ok=True)
+    current = top
+    for part in leaf.relative_to(top).parts:
+        current = current / part
+        try:
+            current.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        if current.is_symlink() or not current.is_dir():
+            raise StorageError(f"{current} is not a folder")
+        os.chmod(current, 0o700)
+        if uid is not None:
+            os.chown(current, uid, gid if gid is not None else -1)
+
+
+def write_creds(path: Path, keys: Keys, top: Path | None = None) -> None:
+    """The s3fs passwd file, mode 0600 from its creation, in 0700 folders (below ``top``)."""
+    if top is not None:
+        private_dirs(top, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     path.unlink(missing_ok=True)
@@ -155,8 +214,10 @@ def mount_oss(layout: Layout, user: str, server: str, mount: Mount, keys: Keys, 
     creds = layout.creds_file(user, server, mount.storage)
     if is_mounted(point):
         unmount(point)
-    point.mkdir(parents=True, exist_ok=True)
-    write_creds(creds, keys)
+    # 0700 folders owned by the instance uid: allow_other lets the container's user (uid) in,
+    # and no other host user can reach the mount point
+    private_dirs(layout.root, point, uid=uid, gid=gid)
+    write_creds(creds, keys, layout.creds)
     cmd = s3fs_command(mount, point, creds, s3fs=s3fs, uid=uid, gid=gid)
     try:
         # s3fs daemonises: its output goes to a file, never a pipe the daemon would hold open.
@@ -223,11 +284,12 @@ def _release(layout: Layout, u: str, s: str) -> list[str]:
             done.append(p)
         except StorageError as exc:
             problems.append(str(exc))
-    if layout.creds.is_dir():
-        for f in layout.creds.glob(f"{u}--{s}--*"):
+    creds = layout.creds / u / s
+    if creds.is_dir():
+        for f in sorted(creds.iterdir()):
             f.unlink(missing_ok=True)
             done.append(str(f))
-    for d in (inst, inst.parent):
+    for d in (inst, inst.parent, creds, creds.parent):
         try:
             d.rmdir()
         except OSError:
@@ -238,8 +300,8 @@ def _release(layout: Layout, u: str, s: str) -> list[str]:
 
 
 def container_of(u: str, s: str) -> str:
-    """The container name (local/container.py's rule) of an instance folder's (user, server) names."""
-    return f"dsw-{u}" if s == DEFAULT_SERVER_DIR else f"dsw-{u}--{s}"
+    """The container name (``naming``'s rule) of an instance folder's (user, server) slugs."""
+    return container_name_of(u, s)
 
 
 def sweep(layout: Layout, running: Iterable[str]) -> list[str]:
@@ -257,12 +319,11 @@ def sweep(layout: Layout, running: Iterable[str]) -> list[str]:
             if len(parts) >= 2:
                 found.add((parts[0], parts[1]))
     if layout.creds.is_dir():
-        for f in layout.creds.iterdir():
-            parts = f.name.split("--")
-            if len(parts) == 3:
-                found.add((parts[0], parts[1]))
-            elif f.is_file():
-                f.unlink()
+        for udir in layout.creds.iterdir():
+            if udir.is_dir() and not udir.is_symlink():
+                found.update((udir.name, sdir.name) for sdir in udir.iterdir() if sdir.is_dir())
+            else:  # a file of an older layout (<user>--<server>--<storage>): keys to drop
+                udir.unlink()
     removed: list[str] = []
     for u, s in sorted(x for x in found if container_of(*x) not in running):
         try:

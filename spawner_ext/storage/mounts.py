@@ -64,9 +64,10 @@ def storage_mount(entry: Storage, *, workspace: str, user_dir: str, server_dir: 
         host = join(entry.nas.host_path) if entry.nas.host_path else ""
         if entry.nas.nfs:
             return Mount(type="nfs", source=f"{entry.nas.nfs.server}:{join(entry.nas.nfs.path)}",
-                         mount_path=mount_path, read_only=read_only, name=name, storage=entry.id, host_source=host)
+                         mount_path=mount_path, read_only=read_only, name=name, storage=entry.id, host_source=host,
+                         host_root=entry.nas.host_path or "")
         return Mount(type="host", source=host, mount_path=mount_path, read_only=read_only, name=name,
-                     storage=entry.id)
+                     storage=entry.id, host_root=entry.nas.host_path)
     oss = entry.oss
     c = oss.credentials
     return Mount(type="oss", source=f"{oss.bucket}/{oss.prefix}" if oss.prefix else oss.bucket,

@@ -5,7 +5,6 @@ Pure functions: a path is refused with a reason a member can act on.
 
 from __future__ import annotations
 
-import posixpath
 import re
 
 # The instance home (spec.HOME; not imported: the catalogue schema imports this module first).
@@ -18,6 +17,13 @@ SYSTEM_FOLDERS = (
 )
 PATH_CHARS = re.compile(r"^[A-Za-z0-9._/@+-]+$")
 MAX_PATH = 255
+
+
+def normal_form(path: str) -> str:
+    """The one spelling of an absolute path the kernel resolves the same way: no empty or '.'
+    components, no trailing '/'. Not ``posixpath.normpath``: POSIX lets it keep two leading
+    slashes (``//etc``), which Linux resolves as ``/etc`` (issue 9, finding 4)."""
+    return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
 
 
 def _within(path: str, folder: str) -> bool:
@@ -45,8 +51,8 @@ def mount_path_problem(path: object, home: str = HOME) -> str | None:
         return "may hold only letters, digits, '.', '_', '-', '@', '+' and '/'"
     if path == "/":
         return "must not be '/'"
-    if posixpath.normpath(path) != path:
-        return f"must be normalised (write {posixpath.normpath(path)!r})"
+    if normal_form(path) != path:
+        return f"must be normalised (write {normal_form(path)!r})"
     for folder in SYSTEM_FOLDERS:
         if _within(path, folder):
             return f"is inside the system folder {folder}"
@@ -61,7 +67,7 @@ def host_path_problem(path: object) -> str | None:
     """A host folder named in the catalogue: absolute and normalised."""
     if not isinstance(path, str) or not path.startswith("/"):
         return "must be an absolute path"
-    if ".." in path.split("/") or posixpath.normpath(path) != path or path == "/":
+    if ".." in path.split("/") or normal_form(path) != path or path == "/":
         return "must be normalised, without '..', and not '/'"
     return None
 

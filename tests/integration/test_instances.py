@@ -46,7 +46,7 @@ def test_notebook_instance(hub, engine, alice):
     assert c.labels["dsw/workspace"] == "tvision" and c.labels["dsw/kind"] == "notebook"
     assert c.attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert c.attrs["HostConfig"]["Memory"] == 768 * 2**20
-    assert any(m["Name"] == "dsw-home-tvision-t-alice" and m["Destination"] == "/home/jovyan" for m in c.attrs["Mounts"])
+    assert any(m["Name"] == "dsw-home-tvision.t-alice" and m["Destination"] == "/home/jovyan" for m in c.attrs["Mounts"])
     # the single-user server reports the limits JupyterHub's way
     env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
     assert env["CPU_LIMIT"] == "0.5" and env["DSW_INSTANCE_KIND"] == "notebook"

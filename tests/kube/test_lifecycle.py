@@ -72,7 +72,7 @@ async def test_start_poll_stop(make_spawner, kubelet, emulator, kind, group):
     # the objects the spawner created itself, as stored by the API, still validate
     assert emulator.namespaces["dsw-vision"]["metadata"]["labels"]["dsw/workspace"] == "vision"
     (pvc,) = live_objects(emulator, "persistentvolumeclaims")
-    assert pvc["metadata"]["name"] == "dsw-home-vision-bob"
+    assert pvc["metadata"]["name"] == "dsw-home-vision.bob"
     assert pvc["metadata"]["labels"]["dsw/user"] == "bob"
 
     messages = [e["message"] for e in events]
@@ -86,7 +86,7 @@ async def test_start_poll_stop(make_spawner, kubelet, emulator, kind, group):
     assert await spawner.poll() == 1
     # the home volume outlives the instance
     assert [p["metadata"]["name"] for p in live_objects(emulator, "persistentvolumeclaims")] == [
-        "dsw-home-vision-bob"]
+        "dsw-home-vision.bob"]
 
 
 async def test_hub_restart_finds_the_running_pod(make_spawner, kubelet, emulator):
@@ -150,7 +150,7 @@ async def test_each_workspace_has_its_namespace_and_home(make_spawner, kubelet, 
     assert {"dsw-vision", "dsw-nlp"} <= set(emulator.namespaces)
     homes = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in live_objects(emulator,
                                                                                        "persistentvolumeclaims")}
-    assert homes == {("dsw-vision", "dsw-home-vision-bob"), ("dsw-nlp", "dsw-home-nlp-bob")}
+    assert homes == {("dsw-vision", "dsw-home-vision.bob"), ("dsw-nlp", "dsw-home-nlp.bob")}
 
 
 async def test_second_start_reuses_namespace_and_home(make_spawner, kubelet, emulator):
@@ -158,7 +158,7 @@ async def test_second_start_reuses_namespace_and_home(make_spawner, kubelet, emu
     _, first = await start_with_progress(spawner)
     await spawner.stop()
     _, second = await start_with_progress(spawner)
-    assert any("Created home volume dsw-home-vision-alice" in e["message"] for e in first)
+    assert any("Created home volume dsw-home-vision.alice" in e["message"] for e in first)
     assert not any("Created home volume" in e["message"] for e in second)
     assert len(live_objects(emulator, "persistentvolumeclaims")) == 1
     await spawner.stop()

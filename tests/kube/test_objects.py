@@ -87,7 +87,7 @@ def test_pod_fields_public_cpu(cpu_spec):
     assert fields.priority_class_name is None
     assert fields.default_url == START_URL[Kind.notebook]
     assert fields.volumes == [{"name": "home", "persistentVolumeClaim": {
-        "claimName": "dsw-home-vision-alice", "readOnly": False}}]
+        "claimName": "dsw-home-vision.alice", "readOnly": False}}]
     assert fields.volume_mounts == [{"name": "home", "mountPath": "/home/jovyan", "readOnly": False}]
     assert {k: fields.labels[k] for k in objects.POD_LABEL_KEYS} == {
         "dsw/workspace": "vision", "dsw/user": "alice", "dsw/kind": "notebook", "dsw/resource-group": "public-cpu"}
@@ -193,7 +193,7 @@ def test_duplicate_volume_names_are_refused(cpu_spec):
 def test_home_pvc(cpu_spec):
     pvc = objects.home_pvc_manifest(cpu_spec, KubeSettings(storage_class="fast-ssd", home_size="20Gi"))
     assert pvc == {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                   "metadata": {"name": "dsw-home-vision-alice", "namespace": "dsw-vision",
+                   "metadata": {"name": "dsw-home-vision.alice", "namespace": "dsw-vision",
                                 "labels": {"dsw/workspace": "vision", "dsw/user": "alice", "dsw/managed": "true"}},
                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}},
                             "storageClassName": "fast-ssd"}}
@@ -251,6 +251,13 @@ async def test_spawner_pod_manifest_validates(make_spawner, catalog, kind, group
     assert pod["spec"].get("priorityClassName") == fields.priority_class_name
     assert pod["metadata"]["labels"].items() >= fields.labels.items()
     assert container["workingDir"] == "/home/jovyan"
+    # hardened (issue 9, finding 5): never root, no capability, no escalation, RuntimeDefault seccomp
+    pod_sc, sc = pod["spec"]["securityContext"], container["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == 1000 and pod_sc["fsGroup"] == 100
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["runAsNonRoot"] is True and (sc["runAsUser"], sc["runAsGroup"]) == (1000, 100)
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc.get("privileged") in (None, False) and "add" not in sc["capabilities"]
 
 
 async def test_pod_with_every_volume_kind_validates(make_spawner, cpu_spec):
@@ -279,7 +286,7 @@ def test_network_policy_admits_only_the_listed_peers():
     proxy = {"app.kubernetes.io/name": "dsw-hub", "app.kubernetes.io/component": "proxy"}
     policy = assert_valid(objects.network_policy_manifest("dsw-vision", "vision", "dsw", [hub, proxy]))
     assert policy["spec"]["podSelector"] == {"matchLabels": {"dsw/managed": "true"}}
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     (rule,) = policy["spec"]["ingress"]
     assert rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dsw"}}, "podSelector": {"matchLabels": hub}},
@@ -289,3 +296,33 @@ def test_network_policy_admits_only_the_listed_peers():
     assert "ports" not in rule
     with pytest.raises(ValueError, match="at least one peer"):
         objects.network_policy_manifest("dsw-vision", "vision", "dsw", [])
+
+
+def test_network_policy_egress_denies_the_api_server_database_and_metadata():
+    """Issue 9, finding 12: instances reach the hub, the proxy, DNS and public addresses only."""
+    import ipaddress
+
+    hub = {"app.kubernetes.io/component": "hub"}
+    policy = assert_valid(objects.network_policy_manifest(
+        "dsw-vision", "vision", "dsw", [hub], egress_deny=("203.0.113.10/32", "2001:db8::1/128")))
+    to_peers, dns, public = policy["spec"]["egress"]
+    assert to_peers["to"] == policy["spec"]["ingress"][0]["from"] and "ports" not in to_peers
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    blocks = [b["ipBlock"] for b in public["to"]]
+    assert "ports" not in public
+
+    def allowed(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        for block in blocks:
+            if ip.version == ipaddress.ip_network(block["cidr"]).version and ip in ipaddress.ip_network(block["cidr"]):
+                return not any(ip in ipaddress.ip_network(c) for c in block["except"])
+        return False
+
+    # cloud metadata, in-cluster API server (service and endpoint ranges), a database pod, a public
+    # API server passed by the chart: denied; the internet: allowed
+    for denied in ("169.254.169.254", "10.96.0.1", "172.20.0.5", "192.168.1.10", "10.244.3.7", "203.0.113.10",
+                   "fe80::1", "fd00::10", "2001:db8::1", "127.0.0.1"):
+        assert not allowed(denied), denied
+    for public_ip in ("151.101.0.223", "8.8.8.8", "2a04:4e42::223"):
+        assert allowed(public_ip), public_ip

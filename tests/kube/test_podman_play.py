@@ -67,7 +67,7 @@ async def test_generated_pod_runs_under_podman(make_spawner, catalog_path, tmp_p
     spawner.apply_spec(spec)
     pod = assert_valid(await spawner.get_pod_manifest())
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "home"]
-    assert volume["persistentVolumeClaim"]["claimName"] == "dsw-home-vision-alice"
+    assert volume["persistentVolumeClaim"]["claimName"] == "dsw-home-vision.alice"
     volume.pop("persistentVolumeClaim")
     volume["hostPath"] = {"path": str(home), "type": "Directory"}  # no PVCs under podman here
     pod["metadata"]["name"] = name = f"dsw-play-{spawner.port}"

@@ -121,7 +121,7 @@ def test_defaults_of_each_entry(catalog):
     nas, oss = spec.mounts
     assert nas == Mount(type="nfs", source="nas.example.com:/exports/vision/vision/alice", mount_path="/mnt/nas",
                         read_only=False, name="storage-team-nas", storage="team-nas",
-                        host_source="/srv/nas/vision/vision/alice")
+                        host_source="/srv/nas/vision/vision/alice", host_root="/srv/nas/vision")
     assert oss == Mount(type="oss", source="datasets/shared", mount_path="/mnt/datasets", read_only=True,
                         name="storage-datasets", storage="datasets", endpoint="https://oss.example.com",
                         region="eu-1", credentials=OssCredentials(secret="oss-datasets", file="/etc/dsw/oss-datasets",

@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from spawner_ext.catalog.models import Kind
+from spawner_ext.naming import container_name
 from spawner_ext.spec import InstanceSpec, Mount, OssCredentials
 from spawner_ext.storage import local
 from spawner_ext.storage.credentials import Keys, StorageError
@@ -110,7 +111,7 @@ def test_sweep_releases_what_no_running_container_uses(s3, layout):
     gone = local.mount_oss(layout, "t-host", "", oss(s3), Keys(*s3.member))
     stray = layout.creds / "garbage"
     stray.write_text("x")
-    removed = local.sweep(layout, running={"dsw-t-host--alive"})
+    removed = local.sweep(layout, running={container_name("t-host", "alive")})
     assert str(gone) in removed and not local.is_mounted(gone)
     assert not layout.creds_file("t-host", "", "data").exists() and not stray.exists()
     assert local.is_mounted(keep) and layout.creds_file("t-host", "alive", "data").exists()

@@ -14,16 +14,20 @@ def test_create_kwargs(write_catalog):
                    {"workspace": "nlp", "instance_type": "cpu-half", "kind": "terminal"})
     kw = create_kwargs(spec, name=container_name("bob", "exp1"), cmd=["jupyterhub-singleuser"],
                        env={"JUPYTERHUB_API_TOKEN": "t"})
-    assert kw["name"] == "dsw-bob--exp1"
+    assert kw["name"] == "dsw-bob_exp1"
     assert kw["image"] == "localhost/dsw/notebook-cpu:test"
     hc = kw["host_config"]
     assert hc["NanoCpus"] == 500_000_000 and hc["Memory"] == 512 * 2**20
     assert hc["PortBindings"] == {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
-    assert hc["Mounts"] == [{"Type": "volume", "Source": "dsw-home-nlp-bob", "Target": "/home/jovyan", "ReadOnly": False}]
+    assert hc["Mounts"] == [{"Type": "volume", "Source": "dsw-home-nlp.bob", "Target": "/home/jovyan", "ReadOnly": False}]
     assert "DeviceRequests" not in hc
     assert kw["labels"]["dsw/managed"] == "true" and kw["labels"]["dsw/kind"] == "terminal"
     assert kw["environment"]["JUPYTERHUB_API_TOKEN"] == "t" and kw["environment"]["DSW_WORKSPACE"] == "nlp"
     assert kw["working_dir"] == "/home/jovyan"
+    # hardened (issue 9, finding 5): the image user, no capabilities, no privilege gain
+    assert kw["user"] == "1000:100"
+    assert hc["CapDrop"] == ["ALL"] and hc["CapAdd"] == [] and hc["SecurityOpt"] == ["no-new-privileges"]
+    assert hc["Privileged"] is False
 
 
 def test_gpu_request(write_catalog):

@@ -3,7 +3,8 @@
 import pytest
 
 from spawner_ext.catalog import load_catalog
-from spawner_ext.options import OptionsError, home_volume_name, resolve
+from spawner_ext.naming import home_volume_name
+from spawner_ext.options import OptionsError, resolve
 from tests.conftest import BASE_CATALOG
 
 
@@ -75,10 +76,10 @@ def test_options_must_be_object(catalog):
 
 def test_spec_labels_env_and_home(catalog):
     spec = resolve(catalog, "alice", "", {"kind": "vscode"})
-    assert spec.labels["dsw/user"] == "alice" and spec.labels["dsw/server"] == "default"
+    assert spec.labels["dsw/user"] == "alice" and spec.labels["dsw/server"] == "h_default"
     assert spec.labels["dsw/workspace"] == "vision" and spec.labels["dsw/kind"] == "vscode"
     assert spec.env["DSW_WORKSPACE"] == "vision"
-    assert spec.home.source == home_volume_name("vision", "alice") == "dsw-home-vision-alice"
+    assert spec.home.source == home_volume_name("vision", "alice") == "dsw-home-vision.alice"
     assert spec.home.mount_path == "/home/jovyan"
     with pytest.raises(Exception):
         spec.image = "other"  # frozen
@@ -90,5 +91,5 @@ def test_home_volume_is_per_workspace_and_user(catalog):
     assert a != b
 
 
-def test_unsafe_names_are_hashed():
+def test_unsafe_names_stay_distinct():
     assert home_volume_name("vision", "a.b") != home_volume_name("vision", "a-b")
