@@ -96,13 +96,15 @@ def main() -> None:
             agent.stop()
             reg.stop()
     print(f"base image pushed once in {t_base:.1f} s (not part of a save)")
-    print("| save | agent s | commit+push s | ratio | layer (compressed) | uploaded by the agent | uploaded/layer |")
-    print("|---|---|---|---|---|---|---|")
+    print("| save | agent s | commit+push s | agent/commit+push | new layer (compressed) | layer bytes pushed "
+          "| + config bytes | layer pushed/layer |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, ta, tc, out in rows:
-        print(f"| {label} | {ta:.2f} | {tc:.2f} | {ta / tc:.2f} | {out['layer_size'] / 1e6:.1f} MB "
-              f"| {out['uploaded'] / 1e6:.1f} MB | {out['uploaded'] / out['layer_size']:.3f} |")
+        print(f"| {label} | {ta:.2f} | {tc:.2f} | {ta / tc:.2f} | {out['layer_size']:,} B "
+              f"| {out['layer_uploaded']:,} B | {out['uploaded'] - out['layer_uploaded']:,} B "
+              f"| {out['layer_uploaded'] / out['layer_size']:.3f} |")
     ok_time = rows[1][1] <= 0.5 * rows[1][2]
-    ok_bytes = all(out["uploaded"] <= 1.1 * out["layer_size"] for *_, out in rows)
+    ok_bytes = all(out["layer_uploaded"] <= 1.1 * out["layer_size"] for *_, out in rows)
     print(f"targets: second save <= 0.5 x commit+push: {'met' if ok_time else 'NOT met'}; "
           f"bytes pushed <= 1.1 x layer: {'met' if ok_bytes else 'NOT met'}")
 

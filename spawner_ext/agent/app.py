@@ -84,7 +84,7 @@ def managed(cid: str, pid: int) -> bool:
         import docker
         from docker.errors import NotFound
 
-        cli = docker.DockerClient(base_url=engine_url, timeout=30)
+        cli = docker.DockerClient(base_url=engine_url, timeout=30, version="1.41")  # no version round trip
         try:
             labels = cli.api.inspect_container(cid)["Config"].get("Labels") or {}
         except NotFound:
@@ -149,7 +149,7 @@ def create_app() -> FastAPI:
                 except publish.PublishError as exc:
                     raise HTTPException(502, str(exc)) from None
             progress.set(cid, state="done")
-            return {"ref": done.ref, "digest": done.digest, "layer_size": built.size, "uploaded": done.uploaded,
+            return {"ref": done.ref, "digest": done.digest, "layer_size": built.size, "uploaded": done.uploaded, "layer_uploaded": done.layer_uploaded,
                     "diff_id": built.diff_id, "packages": diff}
         except BaseException:
             progress.set(cid, state="failed")

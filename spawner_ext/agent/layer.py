@@ -155,7 +155,9 @@ def build(upperdir: str, out_path: str, excluded: Iterable[str] = (),
             if progress:
                 progress(n)
         compressed = _Hashing(out, check)
-        with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
+        # level 1: a save waits for this single-threaded compression; higher levels cost
+        # seconds per 100 MB for a few per cent less to push (benchmarks/save_image.py)
+        with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=1) as gz:
             raw = _Hashing(gz)
             with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for ti, path in entries(upperdir, excluded):

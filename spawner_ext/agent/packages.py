@@ -2,9 +2,9 @@
 image's baseline (``/opt/dsw/base-packages.json``, ``pip list --format=json`` written when the
 managed image was built).
 
-Read through the instance's root (``/proc/<pid>/root``) the way ``pip list`` finds them, from
-the ``*.dist-info`` metadata in the environment's site-packages: no process is started in the
-instance, so a member's code cannot answer in its place.
+Read through the instance's root (``/proc/<pid>/root``) from the ``*.dist-info`` folders in the
+environment's site-packages, which is where ``pip list`` finds them: no process is started in
+the instance, so a member's code cannot answer in its place.
 """
 
 from __future__ import annotations
@@ -12,22 +12,34 @@ from __future__ import annotations
 import glob
 import json
 import os
-from importlib.metadata import distributions
+import re
 
 VENV = "opt/dsw/venv"
 BASELINE = "opt/dsw/base-packages.json"
 
 
+def canonical(name: str) -> str:
+    """PEP 503 normalised name: what pip compares."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def installed(root: str) -> dict[str, str]:
-    paths = glob.glob(os.path.join(root, VENV, "lib", "python3*", "site-packages"))
-    return {d.metadata["Name"].lower().replace("_", "-"): d.version for d in distributions(path=paths)
-            if d.metadata and d.metadata["Name"]}
+    """Name -> version of every distribution in the environment, from the ``*.dist-info``
+    folder names (``<name>-<version>.dist-info``, both escaped by the installer): a directory
+    listing, not a metadata parse per package (hundreds of packages in a managed image)."""
+    found = {}
+    for site in glob.glob(os.path.join(root, VENV, "lib", "python3*", "site-packages")):
+        for entry in os.listdir(site):
+            if entry.endswith(".dist-info") and "-" in entry:
+                name, _, version = entry[: -len(".dist-info")].partition("-")
+                found[canonical(name)] = version
+    return found
 
 
 def baseline(root: str) -> dict[str, str] | None:
     try:
         with open(os.path.join(root, BASELINE)) as f:
-            return {p["name"].lower().replace("_", "-"): p["version"] for p in json.load(f)}
+            return {canonical(p["name"]): p["version"] for p in json.load(f)}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -60,6 +60,7 @@ class Published:
     ref: str
     digest: str  # the manifest's digest
     uploaded: int  # bytes sent to the registry (the new layer + the config)
+    layer_uploaded: int  # of which the layer (0 when the registry had it already)
     layer_size: int
 
 
@@ -127,6 +128,7 @@ def publish(layer: Layer, *, base: str, target: str, comment: str, insecure: boo
             except DXFMountFailed:
                 raise PublishError(f"base layer {blob['digest']} could not be mounted from {base_ref.repo}") from None
         dst.push_blob(layer.path, progress=counted, check_exists=True)
+        layer_uploaded = uploaded
         config = json.dumps(new_config(base_config, layer, comment), separators=(",", ":")).encode()
 
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
@@ -136,7 +138,7 @@ def publish(layer: Layer, *, base: str, target: str, comment: str, insecure: boo
     except (DXFError, requests.RequestException, OSError, KeyError, ValueError) as exc:
         raise PublishError(f"push to {target_ref.host} failed: {type(exc).__name__}: {exc}") from None
     return Published(ref=str(target_ref), digest="sha256:" + hashlib.sha256(manifest.encode()).hexdigest(),
-                     uploaded=uploaded, layer_size=layer.size)
+                     uploaded=uploaded, layer_uploaded=layer_uploaded, layer_size=layer.size)
 
 
 def _present(dxf: DXF, digest: str) -> bool:
