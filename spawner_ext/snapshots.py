@@ -135,7 +135,7 @@ PACKAGES_SCRIPT = f"cat /opt/dsw/base-packages.json 2>/dev/null || echo null; ec
 
 def packages_in_container(cli: docker.DockerClient, info: dict) -> dict | None:
     """The package difference read inside the instance: baseline file, then ``pip list``."""
-    from .agent.packages import difference
+    from .agent.packages import canonical, difference
 
     try:
         res = cli.api.exec_create(info["Id"], ["sh", "-c", PACKAGES_SCRIPT], user="1000:100", stderr=False)
@@ -146,7 +146,7 @@ def packages_in_container(cli: docker.DockerClient, info: dict) -> dict | None:
         return None
     if not isinstance(base, list) or not isinstance(now, list):
         return None
-    norm = lambda rows: {r["name"].lower().replace("_", "-"): r["version"] for r in rows}  # noqa: E731
+    norm = lambda rows: {canonical(r["name"]): r["version"] for r in rows}  # noqa: E731
     return difference(norm(base), norm(now))
 
 
