@@ -7,6 +7,8 @@ import dataclasses
 import os
 import shutil
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
@@ -117,3 +119,37 @@ def test_sweep_releases_what_no_running_container_uses(s3, layout):
     assert local.is_mounted(keep) and layout.creds_file("t-host", "alive", "data").exists()
     local.sweep(layout, running=())
     assert not local.is_mounted(keep) and not layout.creds_file("t-host", "alive", "data").exists()
+
+
+@needs_fuse
+def test_other_host_users_cannot_reach_a_mount(s3):
+    """Issue 9, finding 12: the s3fs mount (allow_other) and its folders are the instance uid's
+    alone. The state folder is one every host user may pass through (0711), so only the DSW's
+    own modes stand between another user and the bucket."""
+    state = local.Path(tempfile.mkdtemp(prefix="dsw-s3fs-", dir="/tmp"))
+    state.chmod(0o711)
+    lay = local.Layout.under(state)
+    try:
+        point = local.mount_oss(lay, "st-carol", "nb", oss(s3), Keys(*s3.member))
+        s3.client().put_object(Bucket=BUCKET, Key="private.txt", Body=b"carol's\n")
+        assert stat.S_IMODE(lay.root.stat().st_mode) == 0o711
+        for folder in (point.parent.parent, point.parent, point):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == 1000, folder
+        assert stat.S_IMODE((point / "private.txt").stat().st_mode) & 0o077 == 0
+
+        def as_uid(uid: int, gid: int, *cmd: str):
+            return subprocess.run(["setpriv", "--reuid", str(uid), "--regid", str(gid), "--clear-groups", *cmd],
+                                  capture_output=True, text=True, timeout=30)
+
+        for who in ((4242, 4242), (65534, 65534), (1001, 100)):  # other users, one in the same group
+            listed = as_uid(*who, "ls", str(point))
+            assert listed.returncode != 0 and "Permission denied" in listed.stderr, (who, listed)
+            read = as_uid(*who, "cat", str(point / "private.txt"))
+            assert read.returncode != 0 and "carol" not in read.stdout, who
+            assert as_uid(*who, "ls", str(lay.root)).returncode != 0, who  # nor list whose mounts exist
+        mine = as_uid(1000, 100, "cat", str(point / "private.txt"))
+        assert mine.returncode == 0 and mine.stdout == "carol's\n", mine.stderr
+    finally:
+        local.sweep(lay, running=())
+        assert local.release_root(lay)
+        shutil.rmtree(state)
