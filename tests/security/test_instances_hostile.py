@@ -4,6 +4,8 @@ the hub's REST API, real podman containers from the managed image.
   4  ``mounts`` on ``//etc`` (the kernel's /etc) -> 400 naming the field, nothing made;
   5  inside a running instance: uid 1000 / gid 100, no capability, a setuid-root binary does not
      make root, and a free-form image whose USER is root still runs as 1000;
+  6  user ``h-a--b``'s spawn leaves user ``h-a``'s server ``b`` alone (they shared a container
+     name, so the stale-container cleanup removed the victim's container);
   10 a NAS sub-path that is a symlink to ``/`` (or a chain of them) -> 400, nothing made.
 
 The symlinks are planted on the host, as the member would plant them from another instance
@@ -25,7 +27,7 @@ from tests.integration.hubproc import Hub
 
 pytestmark = pytest.mark.integration
 WS = "hsec"
-USERS = {"h-alice": "owner", "h-eve": "developer"}
+USERS = {"h-alice": "owner", "h-eve": "developer", "h-a": "developer", "h-a--b": "developer"}
 ROOT_IMAGE = "localhost/hsec/root-image:1"
 
 
@@ -79,7 +81,8 @@ def shub(tmp_path_factory, engine, engine_url):  # noqa: F811
 
 def own_spawn(h, user, server, body):
     """The member's own request: ``POST /hub/api/users/<me>/servers/<name>`` with their token."""
-    r = h.api("POST", f"/users/{user}/servers/{server}", token=h.tokens[user], json=body, timeout=120)
+    path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+    r = h.api("POST", path, token=h.tokens[user], json=body, timeout=120)
     if r.status_code == 202:
         h.wait_ready(user, server)
     return r
@@ -99,6 +102,28 @@ def test_mount_on_a_double_slash_system_folder_is_refused(shub, engine, path):  
     message = r.json()["message"]
     assert "mounts[0].mount_path" in message and repr(path) in message and "normalised" in message
     assert not made_for(engine, "h-eve", "slash")
+
+
+# --- finding 6 --------------------------------------------------------------------------------
+
+def test_a_user_named_like_another_users_server_leaves_it_alone(shub, engine):  # noqa: F811
+    r = own_spawn(shub, "h-a", "b", {"workspace": WS, "kind": "terminal"})
+    assert r.status_code in (201, 202), r.text
+    victim = engine.containers.get(container_name("h-a", "b"))
+    try:
+        r = own_spawn(shub, "h-a--b", "", {"workspace": WS, "kind": "terminal"})
+        assert r.status_code in (201, 202), r.text
+        attacker = engine.containers.get(container_name("h-a--b", ""))
+        assert attacker.id != victim.id
+        victim.reload()
+        assert victim.status == "running" and victim.labels["dsw/user"] == "h-a"
+        assert shub.server_model("h-a", "b")["ready"]
+        home = lambda c: next(m["Name"] for m in c.attrs["Mounts"] if m["Destination"] == "/home/jovyan")
+        assert home(victim) != home(attacker)
+    finally:
+        assert shub.api("DELETE", "/users/h-a--b/server", token=shub.tokens["h-a--b"]).status_code in (202, 204)
+        shub.stop_server("h-a", "b")
+        shub.wait_stopped("h-a--b", "")
 
 
 # --- finding 10 ------------------------------------------------------------------------------
