@@ -31,20 +31,21 @@ from .catalog.models import Catalog
 
 # DSW_* variable -> HubSettings field. The one-machine README lists these; the chart sets
 # the secret ones from its Secret (DSW_ADMIN_TOKEN, DSW_STATE_DB_URL, DSW_OIDC_CLIENT_SECRET,
-# DSW_ADMIN_PASSWORD, DSW_USER_PASSWORD) and DSW_SERVICE_HOST from the pod's IP.
+# DSW_ADMIN_PASSWORD) and DSW_SERVICE_HOST from the pod's IP.
 ENVIRONMENT: dict[str, str] = {
     "DSW_CATALOG": "catalog_path",
     "DSW_STATE": "state_dir",
     "DSW_STATE_DB_URL": "state_db_url",
     "DSW_BIND_URL": "public_url",
+    "DSW_SUBDOMAIN_HOST": "subdomain_host",
     "DSW_AUTH": "auth",
     "DSW_ADMIN_PASSWORD": "embedded_admin_password",
-    "DSW_USER_PASSWORD": "embedded_user_password",
     "DSW_OIDC_ISSUER": "oidc_issuer",
     "DSW_OIDC_CLIENT_ID": "oidc_client_id",
     "DSW_OIDC_CLIENT_SECRET": "oidc_client_secret",
     "DSW_OIDC_USERNAME_CLAIM": "oidc_username_claim",
     "DSW_OIDC_GROUPS_CLAIM": "oidc_groups_claim",
+    "DSW_OIDC_ADMIN_GROUPS": "oidc_admin_groups",
     "DSW_OIDC_ROLE_MAP": "oidc_role_map",
     "DSW_SERVICE_HOST": "service_host",
     "DSW_SERVICE_PORT": "service_port",
@@ -68,20 +69,29 @@ class HubSettings(BaseModel):
     catalog_path: str
     state_dir: str = "/var/lib/dsw-hub"
     state_db_url: SecretStr = SecretStr("")  # empty: sqlite file dsw.sqlite in state_dir
-    public_url: str = "http://127.0.0.1:8000"
+    # the hub's public origin: pages, login cookie, the only origin the DSW service takes
+    # state changes from. "localhost" rather than 127.0.0.1 so that user servers can have
+    # hosts of their own under it (<user>.localhost resolves to loopback in browsers and curl).
+    public_url: str = "http://localhost:8000"
+    # user servers on their own hosts (JupyterHub's subdomain_host), so a page served by one
+    # member's server is another origin than the hub's pages; "" (or "off"): one origin, and
+    # the DSW service refuses sharing
+    subdomain_host: str = ""
 
-    # sign-in: embedded (catalogue members, generated passwords), oidc (single sign-on),
-    # custom (any authenticator class: the chart's values schema guards against accept-anything ones)
+    # sign-in: embedded (per-user passwords of catalogue members: spawner_ext/embedded_auth.py),
+    # oidc (single sign-on), custom (any authenticator class: the chart's values schema guards
+    # against accept-anything ones)
     auth: Literal["embedded", "oidc", "custom"] = "embedded"
     authenticator_class: str = ""
     admin_users: tuple[str, ...] = ()  # in addition to the catalogue's platform_admins
-    embedded_admin_password: SecretStr | None = None
-    embedded_user_password: SecretStr | None = None
+    embedded_admin_password: SecretStr | None = None  # the first platform admin's, used once
     oidc_issuer: str = ""
     oidc_client_id: str = ""
     oidc_client_secret: SecretStr = SecretStr("")
-    oidc_username_claim: str = "preferred_username"
+    # a claim the user cannot edit: "sub" (stable, opaque) unless the operator names another
+    oidc_username_claim: str = "sub"
     oidc_groups_claim: str = "groups"
+    oidc_admin_groups: tuple[str, ...] = ()  # provider groups whose members are platform admins
     oidc_role_map: dict[str, Any] = {}  # checked against the catalogue by DSWOAuthenticator
     oidc_callback_url: str = ""  # empty: <public_url>/hub/oauth_callback
 
@@ -98,6 +108,19 @@ class HubSettings(BaseModel):
     admin_token: SecretStr | None = None  # set: a "dsw-admin" service with the admin role
     server_limit: int = Field(5, ge=0)  # named servers per user (JupyterHub: 0 is unlimited)
     poll_interval: int = Field(15, gt=0)  # seconds: how soon the hub notices an instance that died
+
+    @field_validator("subdomain_host", mode="before")
+    @classmethod
+    def _off(cls, value):
+        text = str(value or "").strip().rstrip("/")
+        return "" if text.lower() in ("", "off", "no", "none", "0", "false") else text
+
+    @field_validator("oidc_admin_groups", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):  # DSW_OIDC_ADMIN_GROUPS is "group-a,group-b"
+            return tuple(g.strip() for g in value.split(",") if g.strip())
+        return value
 
     @field_validator("oidc_role_map", mode="before")
     @classmethod
@@ -137,6 +160,9 @@ def configure(c, settings: HubSettings) -> Catalog:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = s.server_limit
     c.JupyterHub.default_url = "/hub/home"
+    if s.subdomain_host:
+        c.JupyterHub.subdomain_host = s.subdomain_host
+        c.JupyterHub.subdomain_hook = subdomain_hook
     c.Spawner.poll_interval = s.poll_interval
     c.CatalogSpawnerMixin.catalog_path = s.catalog_path
     c.CatalogSpawnerMixin.state_db_url = s.db_url
@@ -152,6 +178,12 @@ def configure(c, settings: HubSettings) -> Catalog:
     c.JupyterHub.load_groups = ({} if s.auth == "oidc"
                                 else {name: {"users": users} for name, users in rbac.groups(live).items()})
     roles = rbac.roles(live)
+    if s.auth == "oidc":  # the platform-admin role goes to the provider's admin groups
+        from .sso import PLATFORM_ADMIN_GROUP
+
+        for role in roles:
+            if role["name"] == "dsw-platform-admin":
+                role["users"], role["groups"] = [], [PLATFORM_ADMIN_GROUP]
     services = [dsw_service(s)]
     if s.idle_timeout > 0:
         culler, culler_role = idle_culler(s.idle_timeout)
@@ -181,32 +213,54 @@ def _authenticator(c, s: HubSettings, catalog: Catalog) -> None:
         a.oauth_callback_url = s.oidc_callback_url or f"{s.public_url.rstrip('/')}/hub/oauth_callback"
         a.username_claim = s.oidc_username_claim
         a.auth_state_groups_key = f"oauth_user.{s.oidc_groups_claim}"
+        a.platform_admin_groups = set(s.oidc_admin_groups)
+        # platform admins from a provider group, never from a name (the catalogue's
+        # platform_admins and admin_users are names): see spawner_ext/sso.py
+        c.Authenticator.admin_users = set()
         a.workspace_role_map = dict(s.oidc_role_map)
         a.catalog_path = s.catalog_path
         a.state_db_url = s.db_url
     elif s.auth == "embedded":
-        # catalogue members sign in with the shared member password, platform admins with theirs
-        if s.embedded_admin_password is None or s.embedded_user_password is None:
-            raise ValueError("DSW hub settings: auth=embedded needs embedded_admin_password and "
-                             "embedded_user_password (DSW_ADMIN_PASSWORD, DSW_USER_PASSWORD)")
-        c.JupyterHub.authenticator_class = "shared-password"
-        c.SharedPasswordAuthenticator.admin_password = s.embedded_admin_password.get_secret_value()
-        c.SharedPasswordAuthenticator.user_password = s.embedded_user_password.get_secret_value()
-        c.Authenticator.allowed_users = catalog.usernames()
-        c.Authenticator.allow_existing_users = True  # members added at run time through the DSW service
+        # per-user passwords (nativeauthenticator), members of the effective catalogue only;
+        # the first platform admin's account is made with the generated password
+        if s.embedded_admin_password is None:
+            raise ValueError("DSW hub settings: auth=embedded needs embedded_admin_password (DSW_ADMIN_PASSWORD)")
+        from .embedded_auth import TEMPLATE_DIR
+
+        c.JupyterHub.authenticator_class = "spawner_ext.embedded_auth.DSWNativeAuthenticator"
+        c.JupyterHub.template_paths = [TEMPLATE_DIR]
+        a = c.DSWNativeAuthenticator
+        a.catalog_path = s.catalog_path
+        a.state_db_url = s.db_url
+        admins = [*catalog.platform_admins, *s.admin_users]
+        a.first_admin = admins[0] if admins else ""
+        a.first_admin_password = s.embedded_admin_password.get_secret_value()
     else:
         if not s.authenticator_class:
             raise ValueError("DSW hub settings: auth=custom needs authenticator_class")
         c.JupyterHub.authenticator_class = s.authenticator_class
 
 
+def subdomain_hook(name: str, domain: str, kind: str) -> str:
+    """Each user's servers on a host of their own (JupyterHub's idna hook: ``<user>.<domain>``);
+    services stay on the hub's host. The DSW pages are the hub's own (trusted) pages, so they
+    keep the hub's origin and the same address with or without subdomains; the origins that
+    must differ from the hub's are the members' servers."""
+    from jupyterhub.utils import subdomain_hook_idna
+
+    return domain if kind == "service" else subdomain_hook_idna(name, domain, kind)
+
+
 def dsw_service(s: HubSettings) -> dict:
     """The DSW service (FastAPI, ``python -m spawner_ext.service``) as a hub-managed service:
     the hub starts it with its own API token and routes /services/dsw/ to it."""
     env = {"DSW_CATALOG": s.catalog_path, "DSW_STATE_DB_URL": s.db_url, "DSW_STATE": s.state_dir,
+           "DSW_PUBLIC_URL": s.public_url,
            "DSW_RECONCILE_SECONDS": f"{s.reconcile_seconds:g}", "PYTHONPATH": os.pathsep.join(sys.path),
            "DSW_IMAGE_REGISTRY_TLS_VERIFY": "1" if s.image_registry_tls_verify else "0"}
     # saving instances as images (spawner_ext/snapshots.py) runs in the service: only with an engine
+    if s.subdomain_host:  # absent: one origin, the service refuses sharing
+        env["DSW_SUBDOMAIN_HOST"] = s.subdomain_host
     if s.engine_url:
         env["DSW_ENGINE_URL"] = s.engine_url
     if s.image_registry:

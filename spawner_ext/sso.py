@@ -20,10 +20,21 @@ At each login (and only then: a change at the provider takes effect at the membe
 An identity-provider mapping may not grant ``owner`` (a workspace has exactly one owner, named
 in the catalogue or by its owner/a platform admin); the startup validation refuses it.
 
-Who may log in: platform admins (``admin_users``), and users who are members of at least one
-workspace after step 3 (through the mapping, the YAML catalogue or an admin). Everyone else is
-refused with 403; a refused user who exists in the hub (lost every mapping) is also removed from
-all groups, so tokens issued earlier lose the workspace roles at once.
+Identity: the hub user is named from ``username_claim``, by default ``sub``: the provider's
+stable subject identifier, which a user cannot edit (``preferred_username``, ``email`` or
+``name`` can often be edited by the user at the provider, so a user could take another's name
+and their workspace roles or platform-admin rights). An operator who names another claim must
+be sure the provider does not let users change it.
+
+Platform admins come from the provider's groups (``platform_admin_groups``), never from a name:
+at each login a member of one of those groups is made a hub admin and put in the hub group
+``PLATFORM_ADMIN_GROUP``, which holds the ``dsw-platform-admin`` role; a user who left those
+groups loses both at their next login.
+
+Who may log in: platform admins, and users who are members of at least one workspace after
+step 3 (through the mapping, the YAML catalogue or an admin). Everyone else is refused with 403;
+a refused user who exists in the hub (lost every mapping) is also removed from all groups, so
+tokens issued earlier lose the workspace roles at once.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from collections.abc import Iterable, Mapping
 
 from oauthenticator.generic import GenericOAuthenticator
 from sqlalchemy import select
-from traitlets import Bool, Dict, Unicode, default
+from traitlets import Bool, Dict, Set, Unicode, default
 
 from . import rbac
 from .catalog import Catalog, load_catalog
@@ -49,6 +60,9 @@ from .roles import Role
 PRECEDENCE: tuple[Role, ...] = (Role.owner, Role.admin, Role.ops, Role.developer, Role.labeler, Role.visitor)
 _RANK = {r: i for i, r in enumerate(PRECEDENCE)}
 MAPPABLE = tuple(r for r in PRECEDENCE if r != Role.owner)
+# the hub group that holds the dsw-platform-admin role with single sign-on (spawner_ext/hubconfig.py);
+# workspace groups all start with "ws:", so no workspace can name it
+PLATFORM_ADMIN_GROUP = "dsw:platform-admins"
 
 
 class RoleMapError(ValueError):
@@ -181,13 +195,19 @@ class DSWOAuthenticator(GenericOAuthenticator):
     catalog_path = Unicode(config=True, help="The catalogue YAML (workspaces and their YAML members).")
 
     manage_groups = Bool(True, config=True, help="The hub's groups follow the workspace roles at each login.")
+    platform_admin_groups = Set(
+        Unicode(), config=True,
+        help="""Provider groups whose members are platform admins (hub admin and the dsw-platform-admin
+        role through the hub group PLATFORM_ADMIN_GROUP), decided again at every login.""",
+    )
+
     @default("scope")
     def _scope_default(self):
         return ["openid", "profile", "email"]
 
     @default("username_claim")
     def _username_claim_default(self):
-        return "preferred_username"
+        return "sub"  # stable; preferred_username/email are often user-editable
 
     @default("login_service")
     def _login_service_default(self):
@@ -218,9 +238,19 @@ class DSWOAuthenticator(GenericOAuthenticator):
         catalog = load_catalog(self.catalog_path)  # the file may have changed since startup
         live = await asyncio.to_thread(apply_sso_roles, sessions(self.state_db_url), catalog, username, wanted)
         groups = hub_groups(live, username)
+        if set(idp_groups) & self.platform_admin_groups:
+            groups.append(PLATFORM_ADMIN_GROUP)
         self.log.info("SSO login %s: provider groups %s -> mapped roles %s -> hub groups %s",
                       username, sorted(idp_groups), {w: r.value for w, r in wanted.items()}, groups)
         return set(groups)
+
+    async def update_auth_model(self, auth_model):
+        """Hub admin exactly when a provider group says so (True or False at every login: a user
+        who left the admin groups stops being admin; a name never makes an admin)."""
+        auth_model = await super().update_auth_model(auth_model)
+        idp_groups = await GenericOAuthenticator.get_user_groups(self, auth_model["auth_state"])
+        auth_model["admin"] = bool(set(idp_groups) & self.platform_admin_groups)
+        return auth_model
 
     async def check_allowed(self, username, auth_model):
         """Platform admins, allowed_users/allowed_groups, and every workspace member."""

@@ -1,9 +1,30 @@
-"""Shared fixtures: a catalogue written to a temp file, so tests see real loading."""
+"""Shared fixtures: a catalogue written to a temp file, so tests see real loading; and
+*.localhost resolved to loopback for the whole test session.
 
+Browsers (Chromium) and curl resolve every ``*.localhost`` name to loopback (RFC 6761), which
+is how one machine serves each user's servers on their own host (<user>.localhost:8000).
+glibc's resolver, and so Python's, does not; the override below makes Python do what the
+browser does, for ``localhost`` and its subdomains only (IPv4 loopback, where the proxy listens).
+"""
+
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def _localhost_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and (name.lower() == "localhost" or name.lower().endswith(".localhost")) \
+            and family in (0, socket.AF_INET, socket.AF_UNSPEC):
+        return _getaddrinfo("127.0.0.1", port, socket.AF_INET, type, proto, flags)
+    return _getaddrinfo(host, port, family, type, proto, flags)
+
+
+socket.getaddrinfo = _localhost_getaddrinfo
 
 BASE_CATALOG = {
     "platform_admins": ["root"],

@@ -3,7 +3,6 @@ fill the spawn form, reach JupyterLab; then open a VSCode instance and see the w
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def page(hub, tmp_path_factory):
 
 
 def login(page, hub, user: str) -> None:
-    password = json.loads((hub.state / "credentials.json").read_text())["user_password"]
+    password = hub.password(user)  # the member's own (signed up, authorised by the first admin)
     page.goto(f"{hub.url}/hub/login")
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", password)

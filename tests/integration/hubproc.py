@@ -1,18 +1,34 @@
 """A real JupyterHub (with its real configurable-http-proxy) run as a subprocess
-from hub_config/jupyterhub_config.py, the same file the README's command uses."""
+from hub_config/jupyterhub_config.py, the same file the README's command uses.
+
+Routing: by default the hub is addressed as http://127.0.0.1:<port> with user servers under
+/user/<name>/ on that one origin (DSW_SUBDOMAIN_HOST=off), so tests reach servers by path.
+``subdomains=True`` runs the product's one-machine default instead: the hub at
+http://localhost:<port> and each user's servers at http://<user>.localhost:<port>
+(tests/conftest.py makes Python resolve *.localhost as browsers do).
+
+Sign-in is per user (spawner_ext/embedded_auth.py): ``password(user)`` gives a member an
+account the way a member gets one (sign-up with their own password, authorised by the first
+platform admin through nativeauthenticator's page), ``login_session(user)`` a logged-in
+``requests.Session``."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import http.cookiejar
+import json
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,15 +39,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class BrowserLikeCookies(http.cookiejar.DefaultCookiePolicy):
+    """http.cookiejar calls the dotless host "localhost" "localhost.local", so a cookie set with
+    ``Domain=localhost`` (JupyterHub's session id when servers have subdomains) never goes back
+    to localhost or <user>.localhost; a browser sends it to both. Without it every page of a
+    logged-in session gets a new session id, and the hub's forms a stale _xsrf."""
+
+    def return_ok_domain(self, cookie, request):
+        host = urlsplit(request.get_full_url()).hostname or ""
+        if cookie.domain == ".localhost" and (host == "localhost" or host.endswith(".localhost")):
+            return True
+        return super().return_ok_domain(cookie, request)
+
+    def domain_return_ok(self, domain, request):
+        host = urlsplit(request.get_full_url()).hostname or ""
+        if domain == ".localhost" and (host == "localhost" or host.endswith(".localhost")):
+            return True
+        return super().domain_return_ok(domain, request)
+
+
+class BrowserSession(requests.Session):
+    """A requests session that sends cookies as a browser would (see BrowserLikeCookies)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cookies.set_policy(BrowserLikeCookies())
+
+    def prepare_request(self, request):
+        prepared = super().prepare_request(request)  # its Cookie header came from a default-policy copy
+        jar = requests.cookies.RequestsCookieJar()
+        jar.set_policy(BrowserLikeCookies())
+        requests.cookies.merge_cookies(jar, self.cookies)
+        requests.cookies.merge_cookies(jar, request.cookies or {})
+        prepared.headers.pop("Cookie", None)
+        prepared.prepare_cookies(jar)
+        return prepared
+
+
+def browser_session() -> requests.Session:
+    return BrowserSession()
+
+
 class Hub:
     def __init__(self, state: Path, catalog: Path, engine_url: str, extra_env: dict | None = None,
-                 config: Path | None = None):
+                 config: Path | None = None, subdomains: bool = False):
         self.config = config or ROOT / "hub_config" / "jupyterhub_config.py"
         self.state = state
         self.catalog = catalog
         self.engine_url = engine_url
         self.port, self.hub_port, self.proxy_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.subdomains = subdomains
+        self.url = f"http://{'localhost' if subdomains else '127.0.0.1'}:{self.port}"
+        self.passwords: dict[str, str] = {}
         self.token = secrets.token_hex(16)
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
@@ -45,6 +104,8 @@ class Hub:
             "DSW_HUB_PORT": str(self.hub_port), "DSW_PROXY_API_PORT": str(self.proxy_port),
             "DSW_ADMIN_TOKEN": self.token, "DSW_SERVICE_PORT": str(free_port()),
         })
+        if not self.subdomains:
+            env["DSW_SUBDOMAIN_HOST"] = "off"
         env.update(self.extra_env)
         return env
 
@@ -83,6 +144,59 @@ class Hub:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def user_host(self, user: str) -> str:
+        """Where ``user``'s servers are served: their own origin with subdomains."""
+        return f"http://{user}.localhost:{self.port}" if self.subdomains else self.url
+
+    # --- sign-in --------------------------------------------------------------------
+    @property
+    def admin_name(self) -> str:
+        return yaml.safe_load(self.catalog.read_text())["platform_admins"][0]
+
+    def admin_password(self) -> str:
+        """The first platform admin's generated password (printed once, kept 0600)."""
+        return json.loads((self.state / "credentials.json").read_text())["admin_password"]
+
+    def form_post(self, session: requests.Session, path: str, data: dict, **kw) -> requests.Response:
+        """POST a hub form as the browser does: after loading the page, with its _xsrf."""
+        page = session.get(f"{self.url}{path}", timeout=30)
+        field = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text)
+        xsrf = field.group(1) if field else session.cookies.get("_xsrf", path="/hub/")
+        return session.post(f"{self.url}{path}", data={**data, "_xsrf": xsrf}, timeout=30, **kw)
+
+    def login(self, user: str, password: str) -> requests.Session:
+        """A browser session after the login form; ``session.logged_in`` says whether it worked."""
+        s = browser_session()
+        r = self.form_post(s, "/hub/login", {"username": user, "password": password}, allow_redirects=False)
+        s.logged_in = r.status_code == 302 and "jupyterhub-hub-login" in s.cookies.get_dict()
+        s.login_response = r
+        return s
+
+    def signup(self, user: str, password: str) -> requests.Response:
+        return self.form_post(browser_session(), "/hub/signup", {
+            "username": user, "signup_password": password, "signup_password_confirmation": password})
+
+    def password(self, user: str) -> str:
+        """``user``'s own password, making their account first as a member does: sign up with a
+        password of their own, then the first platform admin authorises it."""
+        if user == self.admin_name:
+            return self.admin_password()
+        if user not in self.passwords:
+            password = secrets.token_urlsafe(16)
+            r = self.signup(user, password)
+            assert r.status_code == 200 and "sent to the admin" in r.text, r.text[-2000:]
+            admin = self.login(self.admin_name, self.admin_password())
+            assert admin.logged_in, admin.login_response.text[-2000:]
+            r = admin.get(f"{self.url}/hub/authorize/{user}", timeout=30)
+            assert r.status_code == 200, r.text[-2000:]
+            self.passwords[user] = password
+        return self.passwords[user]
+
+    def login_session(self, user: str) -> requests.Session:
+        s = self.login(user, self.password(user))
+        assert s.logged_in, s.login_response.text[-2000:]
+        return s
 
     # --- REST helpers ---------------------------------------------------------------
     def api(self, method: str, path: str, token: str | None = None, **kw) -> requests.Response:

@@ -81,7 +81,7 @@ async def test_default_values(render):
 
     hub = one(objects, "Deployment", "dsw-hub-hub")
     pod = hub["spec"]["template"]
-    assert set(pod["metadata"]["annotations"]) == {"checksum/config", "checksum/secret"}
+    assert set(pod["metadata"]["annotations"]) == {"checksum/config"}  # no checksum over secret values
     container = pod["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/dsw/hub:0.1.0"
     assert pod["spec"]["volumes"][1] == {"name": "data", "persistentVolumeClaim": {"claimName": "dsw-hub-hub-db"}}
@@ -98,9 +98,10 @@ async def test_default_values(render):
     cookie = base64.b64decode(secret["cookie-secret"]).decode()
     assert len(cookie) == 64 and bytes.fromhex(cookie)
     assert base64.b64decode(secret["db-url"]) == b"sqlite:////srv/jupyterhub/jupyterhub.sqlite"
-    # the embedded login's passwords, generated; no storage keys in the hub's Secret
-    assert set(secret) == {"cookie-secret", "proxy-token", "db-url", "admin-password", "user-password"}
-    assert len(base64.b64decode(secret["admin-password"])) >= 32  # what the authenticator requires
+    # the first platform admin's generated password; no shared member password; no storage keys
+    assert set(secret) == {"cookie-secret", "proxy-token", "db-url", "admin-password"}
+    assert len(base64.b64decode(secret["admin-password"])) >= 32
+    assert "user-password" not in result["notes"] and "/hub/signup" in result["notes"]
     env = {e["name"]: e for e in container["env"]}
     assert env["DSW_STATE"]["value"] == "/srv/jupyterhub" and "DSW_STATE_DB_URL" not in env
 
@@ -123,6 +124,7 @@ async def test_maximal_values(render):
     assert not missing, f"values-max.yaml does not set: {sorted(missing)}"
 
     result = await render(values)
+    assert "objects" in result, result
     objects = result["objects"]
     for obj in objects:
         assert_valid(obj)
@@ -144,15 +146,24 @@ async def test_maximal_values(render):
     assert hub["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert hub["spec"]["volumes"][1] == {"name": "data", "emptyDir": {}}
     ingress = one(objects, "Ingress", "dsw-hub")
-    assert ingress["spec"]["tls"] == [{"secretName": "dsw-tls", "hosts": ["dsw.example.com"]}]
+    # the hub's host and the users' server hosts (hub.subdomainHost), one wildcard certificate
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["dsw.example.com", "*.dsw.example.com"]
+    assert ingress["spec"]["tls"] == [{"secretName": "dsw-tls", "hosts": ["dsw.example.com", "*.dsw.example.com"]}]
     public = one(objects, "Service", "dsw-hub-proxy-public")
     assert public["spec"]["ports"][0]["nodePort"] == 30080
 
     config = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
-    assert "DSWOAuthenticator.scope" in config["extra_config.py"]
     settings = json.loads(config["settings.json"])
     assert settings["singleuser"]["createNamespaces"] is False
+    assert (settings["dsw"]["public_url"], settings["dsw"]["subdomain_host"]) == ("https://dsw.example.com",) * 2
     secret = {k: base64.b64decode(v).decode() for k, v in one(objects, "Secret", "dsw-hub-hub")["data"].items()}
+    # extraConfig (it may hold client secrets) is in the Secret, mounted read-only for the hub alone
+    assert "extra_config.py" not in config and "extra-config-secret-value" in secret["extra_config.py"]
+    assert {"name": "extra-config", "mountPath": "/usr/local/etc/dsw-secret", "readOnly": True} in \
+        hub["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "extra-config", "secret": {"secretName": "dsw-hub-hub", "defaultMode": 0o400,
+            "items": [{"key": "extra_config.py", "path": "extra_config.py"}]}} in hub["spec"]["volumes"]
+    assert not any("extra-config-secret-value" in json.dumps(o) for o in objects if o["kind"] != "Secret")
     assert secret["db-url"] == values["hub"]["db"]["url"]
     assert "oss-secret-key" not in secret
     assert secret["oidc-client-secret"] == values["hub"]["authenticator"]["oidc"]["clientSecret"]
@@ -175,18 +186,19 @@ async def test_load_balancer_source_ranges(render):
     assert "nodePort" not in public["spec"]["ports"][0]
 
 
-async def test_checksums_follow_config_and_secrets(render):
+async def test_checksum_follows_the_config_and_no_secret_value(render):
+    """Finding 12: a checksum over secret values lets anyone who reads the Deployment test
+    guesses of a short secret offline; only the ConfigMap (no secrets) is hashed."""
     def annotations(result):
         return one(result["objects"], "Deployment", "dsw-hub-hub")["spec"]["template"]["metadata"]["annotations"]
 
     base = annotations(await render())
     same = annotations(await render())
     other_catalog = annotations(await render({"catalog": "platform_admins: [root]\n"}))
-    other_db = annotations(await render({"hub": {"db": {"type": "sqlite-memory"}}}))
-    assert base == same
+    other_secret = annotations(await render({"hub": {"adminToken": "another-admin-token-0123456789abcdef"}}))
+    assert base == same and set(base) == {"checksum/config"}
     assert other_catalog["checksum/config"] != base["checksum/config"]
-    assert other_catalog["checksum/secret"] == base["checksum/secret"]
-    assert other_db["checksum/secret"] != base["checksum/secret"]
+    assert other_secret == base
 
 
 @pytest.mark.parametrize("values, message", [
@@ -211,6 +223,8 @@ async def test_checksums_follow_config_and_secrets(render):
     ({"hub": {"authenticator": {"type": "oidc"}}}, "/hub/authenticator/oidc/issuer"),
     ({"hub": {"adminToken": "short"}}, "/hub/adminToken"),
     ({"hub": {"idleTimeout": -1}}, "/hub/idleTimeout"),
+    ({"hub": {"subdomainHost": "dsw.example.com/path"}}, "/hub/subdomainHost"),
+    ({"ingress": {"wildcardHost": "dsw.example.com"}}, "/ingress/wildcardHost"),
 ])
 async def test_invalid_values_are_refused(render, values, message):
     result = await render(values)

@@ -62,7 +62,15 @@ def load_chart_config(objects: list[dict], tmp_path: Path, monkeypatch) -> tuple
     for name, text in data.items():
         (config_dir / name).write_text(text)
     env.update(DSW_CONFIG_DIR=str(config_dir), DSW_STATE=str(data_dir))
-    for var in [*ENVIRONMENT, "DSW_DB_URL", "DSW_COOKIE_SECRET", "CONFIGPROXY_AUTH_TOKEN"]:
+    # hub.extraConfig: a key of the Secret, mounted as a file of its own
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    if "extra-config" in mounts:
+        assert mounts["extra-config"] == "/usr/local/etc/dsw-secret"
+        text = base64.b64decode(one(objects, "Secret", "dsw-hub-hub")["data"]["extra_config.py"]).decode()
+        (secret_dir / "extra_config.py").write_text(text)
+    env["DSW_EXTRA_CONFIG_DIR"] = str(secret_dir)
+    for var in [*ENVIRONMENT, "DSW_DB_URL", "DSW_COOKIE_SECRET", "CONFIGPROXY_AUTH_TOKEN", "DSW_EXTRA_CONFIG_DIR"]:
         monkeypatch.delenv(var, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -120,15 +128,19 @@ async def test_default_chart_runs_the_whole_product(render, tmp_path, monkeypatc
     assert (c.JupyterHub.allow_named_servers, c.JupyterHub.named_server_limit_per_user) == (True, 5)
     assert c.Spawner.poll_interval == 15
 
-    # the embedded login, with the passwords of the chart's Secret; not an accept-anything one
-    assert c.JupyterHub.authenticator_class == "shared-password"
-    assert c.SharedPasswordAuthenticator.admin_password == env["DSW_ADMIN_PASSWORD"]
-    assert c.SharedPasswordAuthenticator.user_password == env["DSW_USER_PASSWORD"]
-    assert c.Authenticator.allowed_users == {"admin"} and c.Authenticator.admin_users == {"admin"}
+    # the embedded login: per-user passwords of members (nativeauthenticator), the first
+    # platform admin's generated one from the chart's Secret; no shared password
+    assert c.JupyterHub.authenticator_class == "spawner_ext.embedded_auth.DSWNativeAuthenticator"
+    a = c.DSWNativeAuthenticator
+    assert (a.first_admin, a.first_admin_password) == ("admin", env["DSW_ADMIN_PASSWORD"])
+    assert (a.catalog_path, a.state_db_url) == (c.CatalogSpawnerMixin.catalog_path, c.CatalogSpawnerMixin.state_db_url)
+    assert "DSW_USER_PASSWORD" not in env and c.Authenticator.admin_users == {"admin"}
+    from spawner_ext.embedded_auth import TEMPLATE_DIR
+    assert c.JupyterHub.template_paths == [TEMPLATE_DIR]  # JupyterHub 5 finds nativeauthenticator's pages
     assert c.JupyterHub.hub_connect_url == "http://dsw-hub-hub.dsw.svc.cluster.local:8081"
-    # the passwords are in the Secret only: not in the ConfigMap the hub's readers may see
+    # the password is in the Secret only: not in the ConfigMap the hub's readers may see
     config_texts = one(objects, "ConfigMap", "dsw-hub-hub")["data"].values()
-    for secret in (env["DSW_ADMIN_PASSWORD"], env["DSW_USER_PASSWORD"], env["DSW_COOKIE_SECRET"]):
+    for secret in (env["DSW_ADMIN_PASSWORD"], env["DSW_COOKIE_SECRET"]):
         assert not any(secret in text for text in config_texts)
 
 
@@ -168,8 +180,16 @@ async def test_maximal_values_configure_sso_culler_token_and_the_hubs_database(
         "email", "oauth_user.roles", oidc["roleMap"])
     assert a.state_db_url == values["hub"]["db"]["url"]
     assert c.JupyterHub.load_groups == {}  # the authenticator manages groups at login
-    assert c.Authenticator.admin_users == {"root", "ops-lead"}
+    # platform admins from the provider's groups, never from a name (catalogue or adminUsers)
+    from spawner_ext.sso import PLATFORM_ADMIN_GROUP
+    assert c.Authenticator.admin_users == set() and a.platform_admin_groups == {"dsw-admins", "platform-ops"}
+    assert (roles(c)["dsw-platform-admin"]["users"], roles(c)["dsw-platform-admin"]["groups"]) == (
+        [], [PLATFORM_ADMIN_GROUP])
     assert a.scope == ["openid", "profile", "email", "roles"]  # extraConfig ran after the chart's settings
+    assert a.token_params == {"client_assertion": "extra-config-secret-value"}  # from the Secret's file
+    # user servers on their own hosts; the service told the hub's origin and the subdomains
+    assert c.JupyterHub.subdomain_host == "https://dsw.example.com"
+    assert dsw["environment"]["DSW_PUBLIC_URL"] == dsw["environment"]["DSW_SUBDOMAIN_HOST"] == "https://dsw.example.com"
 
     # the Kubernetes spawner and its traits
     assert c.JupyterHub.spawner_class == "spawner_ext.kube.spawner.DSWKubeSpawner"
@@ -227,7 +247,9 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
                  "named_server_limit_per_user", "default_url", "authenticator_class"):
         assert getattr(local.JupyterHub, name) == getattr(kube.JupyterHub, name), name
     assert local.Spawner.poll_interval == kube.Spawner.poll_interval == 10
-    assert local.Authenticator.allowed_users == kube.Authenticator.allowed_users
+    for name in ("first_admin", "first_admin_password"):  # the same sign-in rules, the admin's own password
+        assert bool(getattr(local.DSWNativeAuthenticator, name)) and bool(getattr(kube.DSWNativeAuthenticator, name))
+    assert local.DSWNativeAuthenticator.first_admin == kube.DSWNativeAuthenticator.first_admin == "root"
     assert local.Authenticator.admin_users == kube.Authenticator.admin_users == {"root"}
 
     def comparable(c: Config) -> dict:
@@ -238,7 +260,8 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
             svc = dict(svc)
             svc.pop("url", None)
             env = svc.pop("environment", {})
-            svc["environment"] = sorted(set(env) - {"DSW_ENGINE_URL"})
+            # one machine serves servers on subdomains by default, the chart when subdomainHost is set
+            svc["environment"] = sorted(set(env) - {"DSW_ENGINE_URL", "DSW_SUBDOMAIN_HOST"})
             out[name] = svc
         return out
 

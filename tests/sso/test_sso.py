@@ -17,7 +17,9 @@ import requests
 import yaml
 from sqlalchemy import select
 
+from spawner_ext import rbac
 from spawner_ext.catalog.db import MemberChange, sessions
+from spawner_ext.sso import PLATFORM_ADMIN_GROUP
 from tests.integration.hubproc import ROOT, Hub, free_port
 
 pytestmark = pytest.mark.integration
@@ -66,8 +68,10 @@ class Provider:
             time.sleep(0.1)
         raise RuntimeError(f"OpenID provider did not start:\n{log.read_text()}")
 
-    def set_user(self, username: str, groups: list[str]) -> None:
-        claims = {"preferred_username": username, "email": f"{username}@example.org", "groups": groups}
+    def set_user(self, username: str, groups: list[str], **claims) -> None:
+        """The provider's user whose subject (``sub``) is ``username``; ``claims`` overrides the
+        profile claims (what a user may edit at many providers)."""
+        claims = {"preferred_username": username, "email": f"{username}@example.org", "groups": groups, **claims}
         r = requests.put(f"{self.url}/users/{quote(username)}", json=claims, timeout=10)
         assert r.status_code == 204, r.text
 
@@ -91,7 +95,8 @@ def provider(tmp_path_factory):
 def sso_env(provider: Provider, role_map: dict) -> dict:
     return {"DSW_AUTH": "oidc", "DSW_OIDC_ISSUER": provider.url, "DSW_OIDC_CLIENT_ID": "dsw-hub",
             "DSW_OIDC_CLIENT_SECRET": "not-a-secret", "DSW_OIDC_GROUPS_CLAIM": "groups",
-            "DSW_OIDC_ROLE_MAP": json.dumps(role_map), "DSW_SERVICE_PORT": str(free_port())}
+            "DSW_OIDC_ROLE_MAP": json.dumps(role_map), "DSW_SERVICE_PORT": str(free_port()),
+            "DSW_OIDC_ADMIN_GROUPS": "dsw-admins"}
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +109,9 @@ def sso_hub(tmp_path_factory, provider):
     h.stop()
 
 
-def login(hub: Hub, provider: Provider, username: str, groups: list[str]) -> requests.Response:
+def login(hub: Hub, provider: Provider, username: str, groups: list[str], **claims) -> requests.Response:
     """The browser's path: hub -> provider's authorization form (submitted as `username`) -> hub."""
-    provider.set_user(username, groups)
+    provider.set_user(username, groups, **claims)
     s = requests.Session()
     r = s.get(f"{hub.url}/hub/oauth_login", allow_redirects=False, timeout=30)
     assert r.status_code == 302 and r.headers["location"].startswith(f"{provider.url}/oauth2/authorize"), r.text
@@ -144,17 +149,19 @@ def sso_rows(hub: Hub, username: str) -> dict[str, tuple[str | None, str]]:
 def test_groups_map_to_roles_and_follow_the_provider(sso_hub, provider):
     r = login(sso_hub, provider, "t-carol", ["vision-devs", "nlp-labelers", "unrelated"])
     assert r.status_code == 200 and r.url.endswith("/hub/home"), (r.status_code, r.url)
-    assert hub_groups(sso_hub, "t-carol") == ["ws-tnlp", "ws-tnlp-labeler", "ws-tvision",
-                                              "ws-tvision-builders", "ws-tvision-developer"]
+    assert hub_groups(sso_hub, "t-carol") == sorted([
+        rbac.ws_group("tnlp"), rbac.ws_role_group("tnlp", "labeler"), rbac.ws_group("tvision"),
+        rbac.ws_builders_group("tvision"), rbac.ws_role_group("tvision", "developer")])
     assert service_roles(sso_hub, "t-carol") == {"tvision": "developer", "tnlp": "labeler"}
     assert sso_rows(sso_hub, "t-carol") == {"tvision": ("developer", "sso"), "tnlp": ("labeler", "sso")}
 
     # at the provider: ops added (outranks developer), the nlp group removed; effective at next login
     provider.set_user("t-carol", ["vision-devs", "vision-ops"])
-    assert hub_groups(sso_hub, "t-carol")[-1] == "ws-tvision-developer"  # not before the login
+    assert rbac.ws_role_group("tvision", "ops") not in hub_groups(sso_hub, "t-carol")  # not before the login
     r = login(sso_hub, provider, "t-carol", ["vision-devs", "vision-ops"])
     assert r.status_code == 200
-    assert hub_groups(sso_hub, "t-carol") == ["ws-tvision", "ws-tvision-builders", "ws-tvision-ops"]
+    assert hub_groups(sso_hub, "t-carol") == sorted([
+        rbac.ws_group("tvision"), rbac.ws_builders_group("tvision"), rbac.ws_role_group("tvision", "ops")])
     assert service_roles(sso_hub, "t-carol") == {"tvision": "ops"}
     assert sso_rows(sso_hub, "t-carol") == {"tvision": ("ops", "sso")}
 
@@ -162,7 +169,7 @@ def test_groups_map_to_roles_and_follow_the_provider(sso_hub, provider):
     r = login(sso_hub, provider, "t-carol", ["ml-leads"])
     assert r.status_code == 200
     assert service_roles(sso_hub, "t-carol") == {"tvision": "admin", "tnlp": "admin"}
-    assert "ws-tnlp-admin" in hub_groups(sso_hub, "t-carol")
+    assert rbac.ws_role_group("tnlp", "admin") in hub_groups(sso_hub, "t-carol")
 
 
 def test_unmapped_user_is_refused_and_gets_nothing(sso_hub, provider):
@@ -192,11 +199,51 @@ def test_catalogue_members_and_platform_admins_log_in_without_mapped_groups(sso_
     assert sso_rows(sso_hub, "t-bob") == {"tvision": ("admin", "sso")}
     r = login(sso_hub, provider, "t-bob", [])
     assert r.status_code == 200
-    assert hub_groups(sso_hub, "t-bob") == ["ws-tnlp", "ws-tnlp-builders", "ws-tnlp-developer"]
+    assert hub_groups(sso_hub, "t-bob") == sorted([
+        rbac.ws_group("tnlp"), rbac.ws_builders_group("tnlp"), rbac.ws_role_group("tnlp", "developer")])
 
-    r = login(sso_hub, provider, "t-root", [])
+
+def platform_admin(hub: Hub, username: str) -> bool:
+    """What the DSW service says: may this user read every workspace's allocations?"""
+    r = requests.get(f"{hub.url}/services/dsw/api/v1/allocations", timeout=30,
+                     headers={"Authorization": f"token {hub.user_token(username)}"})
+    assert r.status_code in (200, 403), r.text
+    return r.status_code == 200
+
+
+def test_platform_admins_come_from_the_admin_group_not_from_a_name(sso_hub, provider):
+    """Finding 9: a name in the catalogue's platform_admins no longer makes an SSO admin; the
+    provider's admin group does, and leaving it takes the rights away at the next login."""
+    r = login(sso_hub, provider, "t-root", [])  # the catalogue's platform admin, by name only
+    assert r.status_code == 403
+    assert sso_hub.api("GET", "/users/t-root").status_code == 404
+
+    r = login(sso_hub, provider, "t-opal", ["dsw-admins"])
     assert r.status_code == 200
-    assert sso_hub.api("GET", "/users/t-root").json()["admin"] is True
+    assert sso_hub.api("GET", "/users/t-opal").json()["admin"] is True
+    assert PLATFORM_ADMIN_GROUP in hub_groups(sso_hub, "t-opal") and platform_admin(sso_hub, "t-opal")
+
+    r = login(sso_hub, provider, "t-opal", ["vision-devs"])  # left the admin group at the provider
+    assert r.status_code == 200
+    assert sso_hub.api("GET", "/users/t-opal").json()["admin"] is False
+    assert PLATFORM_ADMIN_GROUP not in hub_groups(sso_hub, "t-opal") and not platform_admin(sso_hub, "t-opal")
+
+
+def test_an_edited_profile_name_is_not_an_identity(sso_hub, provider):
+    """Finding 9: users are named from ``sub``. Mallory edits her preferred_username (and email)
+    to alice's and to the platform admin's: she stays mallory, with nothing of theirs."""
+    assert login(sso_hub, provider, "t-alice", []).status_code == 200
+    before = hub_groups(sso_hub, "t-alice")
+    for victim in ("t-alice", "t-root"):
+        r = login(sso_hub, provider, "t-mallory2", ["vision-devs"], preferred_username=victim,
+                  email=f"{victim}@example.org", name=victim)
+        assert r.status_code == 200
+        me = sso_hub.api("GET", "/users/t-mallory2").json()
+        assert me["admin"] is False
+        assert service_roles(sso_hub, "t-mallory2") == {"tvision": "developer"}
+    assert hub_groups(sso_hub, "t-alice") == before
+    assert sso_hub.api("GET", "/users/t-root").status_code == 404
+    assert service_roles(sso_hub, "t-alice") == {"tvision": "owner"}
 
 
 def test_an_admins_decision_outlasts_the_next_login(sso_hub, provider):
@@ -210,7 +257,7 @@ def test_an_admins_decision_outlasts_the_next_login(sso_hub, provider):
     r = login(sso_hub, provider, "t-erin", ["vision-ops"])
     assert r.status_code == 200
     assert service_roles(sso_hub, "t-erin") == {"tvision": "visitor"}
-    assert hub_groups(sso_hub, "t-erin") == ["ws-tvision", "ws-tvision-visitor"]
+    assert hub_groups(sso_hub, "t-erin") == sorted([rbac.ws_group("tvision"), rbac.ws_role_group("tvision", "visitor")])
 
 
 def test_a_bad_role_map_stops_the_hub_naming_the_entry(tmp_path, provider):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from spawner_ext import rbac
 from spawner_ext.catalog import Catalog
 from spawner_ext.catalog.db import AuditEvent, MemberChange, sessions
 from spawner_ext.roles import Role
@@ -66,8 +67,9 @@ def test_apply_writes_updates_and_removes_only_sso_rows(tmp_path):
     live = apply_sso_roles(factory, CAT, "carol", {"vision": Role.developer, "nlp": Role.labeler})
     assert rows(factory) == {("vision", "carol"): ("developer", "sso"), ("nlp", "carol"): ("labeler", "sso")}
     assert live.memberships("carol") == {"vision": Role.developer, "nlp": Role.labeler}
-    assert hub_groups(live, "carol") == ["ws-nlp", "ws-nlp-labeler", "ws-vision", "ws-vision-builders",
-                                         "ws-vision-developer"]
+    assert hub_groups(live, "carol") == sorted([
+        rbac.ws_group("nlp"), rbac.ws_role_group("nlp", "labeler"), rbac.ws_group("vision"),
+        rbac.ws_builders_group("vision"), rbac.ws_role_group("vision", "developer")])
 
     live = apply_sso_roles(factory, CAT, "carol", {"vision": Role.ops})  # nlp group gone at the provider
     assert rows(factory) == {("vision", "carol"): ("ops", "sso")}

@@ -65,6 +65,7 @@ s.storage_timeout = oss["checkTimeout"]
 if single["networkPolicy"]["enabled"]:  # the hub is the only maker of workspace policies
     s.network_policy_peers = {"namespace": hub["namespace"], "podLabels": hub["peerLabels"]}
 
-extra = CONFIG_DIR / "extra_config.py"
+# hub.extraConfig comes from the chart's Secret (it may hold authenticator client secrets)
+extra = Path(os.environ.get("DSW_EXTRA_CONFIG_DIR", "/usr/local/etc/dsw-secret")) / "extra_config.py"
 if extra.exists():
     exec(compile(extra.read_text(), str(extra), "exec"))  # noqa: S102 - operator-provided config

@@ -57,7 +57,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
      Secret as DSW_* variables). A value left unset keeps HubSettings' default. */}}
 {{- define "dsw.hubSettings" -}}
 {{- $auth := .Values.hub.authenticator -}}
-{{- $dsw := dict "auth" $auth.type "admin_users" $auth.adminUsers -}}
+{{- $dsw := dict "auth" $auth.type "admin_users" $auth.adminUsers "public_url" (include "dsw.publicUrl" .) "subdomain_host" .Values.hub.subdomainHost -}}
 {{- if eq $auth.type "custom" }}{{ $_ := set $dsw "authenticator_class" $auth.class }}{{ end -}}
 {{- if eq $auth.type "oidc" -}}
 {{- $_ := set $dsw "oidc_issuer" $auth.oidc.issuer -}}
@@ -66,6 +66,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- $_ := set $dsw "oidc_role_map" $auth.oidc.roleMap -}}
 {{- with $auth.oidc.usernameClaim }}{{ $_ := set $dsw "oidc_username_claim" . }}{{ end -}}
 {{- with $auth.oidc.groupsClaim }}{{ $_ := set $dsw "oidc_groups_claim" . }}{{ end -}}
+{{- with $auth.oidc.adminGroups }}{{ $_ := set $dsw "oidc_admin_groups" . }}{{ end -}}
 {{- end -}}
 {{- range $key, $field := dict "idleTimeout" "idle_timeout" "namedServerLimit" "server_limit" "pollInterval" "poll_interval" "reconcileSeconds" "reconcile_seconds" -}}
 {{- if hasKey $.Values.hub $key }}{{ $_ := set $dsw $field (index $.Values.hub $key) }}{{ end -}}
@@ -73,7 +74,16 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- toJson $dsw -}}
 {{- end -}}
 
-{{/* The Secret's data (also hashed into the hub pod's checksum annotation). */}}
+{{/* The hub's public origin: hub.publicUrl, else hub.subdomainHost, else the first ingress
+     host; "" when none is known (the DSW service then takes the hub's from JupyterHub). */}}
+{{- define "dsw.publicUrl" -}}
+{{- if .Values.hub.publicUrl -}}{{ .Values.hub.publicUrl }}
+{{- else if .Values.hub.subdomainHost -}}{{ .Values.hub.subdomainHost }}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts -}}http{{ if .Values.ingress.tls }}s{{ end }}://{{ first .Values.ingress.hosts }}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret's data. */}}
 {{- define "dsw.secretData" -}}
 {{- $db := .Values.hub.db -}}
 {{- $dbUrl := "sqlite:////srv/jupyterhub/jupyterhub.sqlite" -}}
@@ -85,12 +95,14 @@ db-url: {{ $dbUrl | b64enc | quote }}
 {{- $auth := .Values.hub.authenticator }}
 {{- if eq $auth.type "embedded" }}
 admin-password: {{ include "dsw.secretValue" (dict "root" . "key" "admin-password" "value" "" "generate" (randAlphaNum 40)) | b64enc | quote }}
-user-password: {{ include "dsw.secretValue" (dict "root" . "key" "user-password" "value" "" "generate" (randAlphaNum 16)) | b64enc | quote }}
 {{- end }}
 {{- if and (eq $auth.type "oidc") $auth.oidc.clientSecret }}
 oidc-client-secret: {{ $auth.oidc.clientSecret | b64enc | quote }}
 {{- end }}
 {{- with .Values.hub.adminToken }}
 admin-token: {{ . | b64enc | quote }}
+{{- end }}
+{{- with .Values.hub.extraConfig }}
+extra_config.py: {{ . | b64enc | quote }}
 {{- end }}
 {{- end -}}
