@@ -29,13 +29,14 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from .local.container import MANAGED_LABEL, container_name
-from .options import safe_name
+from .naming import container_name, image_repository, label_value, server_label
+from .spec import MANAGED_LABEL
 
 DEFAULT_REGISTRY = "localhost/dsw-saved"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"  # DNS-label-ish, at most 30 characters
@@ -73,7 +74,12 @@ def new_id() -> str:
 
 
 def image_ref(prefix: str, ws: str, user: str, name: str, tag: str) -> str:
-    return f"{prefix}/{safe_name(ws)}/{safe_name(user)}-{name}:{tag}"
+    """``<prefix>/<ws>/<user slug>/<name>:<tag>``: one path component per part (naming.py), so
+    two members' images never share a repository."""
+    try:
+        return f"{image_repository(prefix, ws, user, name)}:{tag}"
+    except ValueError as exc:
+        raise SaveError(400, f"image name {name!r}: {exc}") from None
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -102,8 +108,8 @@ def client(engine_url: str | None = None, timeout: int | None = None) -> docker.
 
 def find_container(cli: docker.DockerClient, user: str, server: str, ws: str) -> dict:
     """The instance's container (labels first, then the spawner's name), in workspace ``ws``."""
-    filters = {"label": [f"{MANAGED_LABEL}=true", f"dsw/user={safe_name(user, 63)}",
-                         f"dsw/server={safe_name(server or 'default', 63)}"]}
+    filters = {"label": [f"{MANAGED_LABEL}=true", f"dsw/user={label_value(user)}",
+                         f"dsw/server={server_label(server or '')}"]}
     found = cli.api.containers(filters=filters)
     if found:
         info = cli.api.inspect_container(found[0]["Id"])
@@ -181,7 +187,8 @@ def remove_tag(cli: docker.DockerClient, ref: str) -> None:
 
 
 def save(cli: docker.DockerClient, *, ws: str, user: str, server: str, name: str, tag: str,
-         prefix: str | None = None, tls_verify: bool | None = None, cap: int | None = None) -> Saved:
+         prefix: str | None = None, tls_verify: bool | None = None, cap: int | None = None,
+         progress: Callable[[dict], None] | None = None) -> Saved:
     """Through the image agent when there is one and a registry host (``cap``: the workspace's
     largest new layer), else commit the instance and push it when the registry is a real
     host. Raises SaveError."""
@@ -194,7 +201,7 @@ def save(cli: docker.DockerClient, *, ws: str, user: str, server: str, name: str
     info = find_container(cli, user, server, ws)
     labels = info["Config"].get("Labels") or {}
     if registry_host(prefix) and agent_settings():
-        return save_with_agent(cli, info, ref=ref, prefix=prefix, tls_verify=tls_verify, cap=cap,
+        return save_with_agent(cli, info, ref=ref, prefix=prefix, tls_verify=tls_verify, cap=cap, progress=progress,
                                comment=f"DSW: {user}/{server or 'default'} in {ws} saved as {name}")
     packages = packages_in_container(cli, info)
     repo, rtag = split_ref(ref)
@@ -294,7 +301,7 @@ def pull(cli: docker.DockerClient, ref: str, *, tls_verify: bool) -> None:
 
 
 def save_with_agent(cli: docker.DockerClient, info: dict, *, ref: str, prefix: str, tls_verify: bool,
-                    cap: int | None, comment: str) -> Saved:
+                    cap: int | None, comment: str, progress: Callable[[dict], None] | None = None) -> Saved:
     """Ask the agent to push the instance's own layer onto its base image as ``ref``; then
     pull ``ref`` into the engine. A failure after the push deletes the manifest again."""
     import requests
@@ -307,11 +314,38 @@ def save_with_agent(cli: docker.DockerClient, info: dict, *, ref: str, prefix: s
     body = {"container_id": info["Id"], "base": base, "target": ref, "max_layer_bytes": cap, "home": home,
             "comment": comment[:500]}
     try:
-        r = requests.post(f"{url}/v1/saves", json=body, headers={"Authorization": f"Bearer {token}"},
-                          timeout=int(os.environ.get("DSW_SAVE_TIMEOUT", "600")))
+        r = post_save(url, token, body, progress)
     except requests.RequestException as exc:
         raise SaveError(502, f"the image agent at {url} cannot be reached ({type(exc).__name__}): is it running?") from None
     return finish_agent_save(cli, r, ref=ref, labels=labels, tls_verify=tls_verify)
+
+
+def post_save(url: str, token: str, body: dict, progress: Callable[[dict], None] | None = None):
+    """POST the save to the agent; meanwhile a thread reads the agent's progress for this
+    container (``GET /v1/saves/<id>``: state, bytes built, bytes uploaded) into ``progress``."""
+    import threading
+
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"}
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(0.5):
+            try:
+                r = requests.get(f"{url}/v1/saves/{body['container_id']}", headers=headers, timeout=5)
+                if r.status_code == 200:
+                    progress(r.json())
+            except (requests.RequestException, ValueError):
+                continue
+    watcher = threading.Thread(target=watch, daemon=True) if progress else None
+    if watcher:
+        watcher.start()
+    try:
+        return requests.post(f"{url}/v1/saves", json=body, headers=headers,
+                             timeout=int(os.environ.get("DSW_SAVE_TIMEOUT", "600")))
+    finally:
+        done.set()
 
 
 def agent_error(r) -> SaveError:
@@ -484,7 +518,8 @@ def kube_pods(settings: KubeSettings, ws: str) -> tuple[list[dict], list[dict]]:
 
 
 def save_on_kube(settings: KubeSettings, *, ws: str, user: str, server: str, name: str, tag: str,
-                 prefix: str | None = None, cap: int | None = None) -> Saved:
+                 prefix: str | None = None, cap: int | None = None,
+                 progress: Callable[[dict], None] | None = None) -> Saved:
     """Find the instance's pod, node and container; ask the agent on that node to push the
     instance's own layer onto the pod's image. The pod's image must be in the registry."""
     import requests
@@ -505,8 +540,7 @@ def save_on_kube(settings: KubeSettings, *, ws: str, user: str, server: str, nam
     body = {"container_id": where.container_id, "base": where.image, "target": ref, "max_layer_bytes": cap,
             "comment": f"DSW: {user}/{server or 'default'} in {ws} saved as {name}"}
     try:
-        r = requests.post(f"{where.agent_url}/v1/saves", json=body, headers={"Authorization": f"Bearer {settings_}"},
-                          timeout=int(os.environ.get("DSW_SAVE_TIMEOUT", "600")))
+        r = post_save(where.agent_url, settings_, body, progress)
     except requests.RequestException as exc:
         raise SaveError(502, f"the image agent on node {where.node} cannot be reached ({type(exc).__name__})") from None
     return finish_agent_save(None, r, ref=ref, labels=where.labels, tls_verify=True)

@@ -139,6 +139,14 @@ def saved_images(user: dict, ws: str) -> list[dict]:
         return ops.saved_images(ctx, ws, all_private=can(user, Action.publish_image, ws))
 
 
+def saves_in_progress(user: dict, ws: str) -> list[dict]:
+    """Saves running now in ``ws`` with the agent's progress (state, bytes built, bytes
+    uploaded): the caller's own, or all for those who may publish (as saved_images)."""
+    require(user, Action.view, ws, ws)
+    everyone = can(user, Action.publish_image, ws)
+    return [e for e in _saving.in_workspace(ws) if everyone or e["owner"] == user["name"]]
+
+
 def allocations(user: dict, action: str = "list-allocations") -> list[dict]:
     require_platform(user, action)
     with context(user["name"]) as ctx:
@@ -363,24 +371,34 @@ def _engine(fn, *args, **kwargs):
 
 
 class _Claims:
-    """Instances being saved by this service: a second save of one instance is refused (the
-    agent refuses it too, per container, for saves that reach it from elsewhere)."""
+    """Instances being saved by this service, with the agent's progress: a second save of one
+    instance is refused (the agent refuses it too, per container, for saves that reach it from
+    elsewhere), and the workspace page lists saves in progress."""
 
     def __init__(self):
         import threading
 
-        self.lock, self.held = threading.Lock(), set()
+        self.lock, self.held = threading.Lock(), {}
 
-    def claim(self, key) -> bool:
+    def claim(self, key, entry: dict | None = None) -> bool:
         with self.lock:
             if key in self.held:
                 return False
-            self.held.add(key)
+            self.held[key] = dict(entry or {}, state="starting", built=0, uploaded=0)
             return True
+
+    def update(self, key, status: dict) -> None:
+        with self.lock:
+            if key in self.held:
+                self.held[key].update({k: status[k] for k in ("state", "built", "uploaded") if k in status})
 
     def release(self, key) -> None:
         with self.lock:
-            self.held.discard(key)
+            self.held.pop(key, None)
+
+    def in_workspace(self, ws: str) -> list[dict]:
+        with self.lock:
+            return [dict(v) for v in self.held.values() if v.get("workspace") == ws]
 
 
 _saving = _Claims()
@@ -400,20 +418,24 @@ def save_image(user: dict, ws: str, owner: str | None, server: str, name: str) -
             raise OpError(400, f"image name {name!r}: {snapshots.NAME_RULE}")
         cap = ops.workspace_or_404(ctx.catalog, ws).saved_layer_cap
     image_id = snapshots.new_id()
-    if not _saving.claim((me, server or "")):
+    key = (me, server or "")
+    if not _saving.claim(key, {"workspace": ws, "owner": me, "server": server or "default", "name": name}):
         raise OpError(409, f"{target} is already being saved; wait for that save to finish")
     try:
         kube = snapshots.KubeSettings.from_environ()
+        progress = lambda status: _saving.update(key, status)  # noqa: E731
         if kube is not None:  # Kubernetes: the agent on the instance's node
-            saved = snapshots.save_on_kube(kube, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap)
+            saved = snapshots.save_on_kube(kube, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap,
+                                           progress=progress)
         else:
-            saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap)
+            saved = _engine(snapshots.save, ws=ws, user=me, server=server, name=name, tag=image_id, cap=cap,
+                            progress=progress)
     except snapshots.SaveError as exc:
         with context(me) as ctx:
             ctx.audit("save-image", ws, target, "refused" if exc.status < 500 else "failed", exc.message)
         raise OpError(exc.status, exc.message) from None
     finally:
-        _saving.release((me, server or ""))
+        _saving.release(key)
     try:
         with context(me) as ctx:
             row = ops.record_saved_image(ctx, ws, image_id, name, saved.ref, saved.base_image, saved.size,

@@ -86,9 +86,9 @@ async def test_the_service_calls_the_agent_on_the_pods_node(kube_env, kube_agent
     await create(kube_env, pod("agent-a", "dsw", "node-a", labels={"app.kubernetes.io/component": "image-agent"},
                                ip="127.0.0.1", port=kube_agent.port))
     done = await save(user="k-ann", server="lab", name="on-node", tag="saved-kube000001")
-    assert done.pushed and done.ref == f"{registry.host}/dsw/{WS}/k-ann-on-node:saved-kube000001"
+    assert done.pushed and done.ref == f"{registry.host}/dsw/{WS}/k-ann/on-node:saved-kube000001"
     assert done.layer_bytes > 0 and done.uploaded <= done.layer_bytes + 16384
-    tags = requests.get(f"http://{registry.host}/v2/dsw/{WS}/k-ann-on-node/tags/list", timeout=5).json()["tags"]
+    tags = requests.get(f"http://{registry.host}/v2/dsw/{WS}/k-ann/on-node/tags/list", timeout=5).json()["tags"]
     assert tags == ["saved-kube000001"]
     # the saved image runs and holds the file written on the node
     out = subprocess.run(["podman", "run", "--rm", "--tls-verify=false", done.ref, "cat", "/opt/kube.txt"],
@@ -104,7 +104,7 @@ async def test_a_node_without_an_agent_is_a_clear_error(kube_env, hub_instance, 
     with pytest.raises(snapshots.SaveError) as err:
         await save(user="k-bob", server="lab", name="nowhere", tag="saved-kube000002")
     assert err.value.status == 503 and "no image agent runs on node node-c" in err.value.message
-    assert "dsw/kws/k-bob-nowhere" not in requests.get(f"http://{registry.host}/v2/_catalog", timeout=5).text
+    assert "dsw/kws/k-bob/nowhere" not in requests.get(f"http://{registry.host}/v2/_catalog", timeout=5).text
 
 
 async def test_another_users_instance_or_a_stopped_one_is_not_found(kube_env, kube_agent, hub_instance, base_ref):

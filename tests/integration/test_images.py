@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from spawner_ext import snapshots
+from spawner_ext.naming import container_name
 from tests.agent.agentproc import Agent
 
 from .conftest import cleanup_engine, make_catalog
@@ -171,7 +172,7 @@ def saved(shub, engine, registry):
     """im-bob (developer), as jovyan: pip-installs a wheel, writes under /opt, deletes a file
     of the image, writes into /tmp and home; then saves the instance through the agent."""
     assert spawn(shub, "im-bob", "src").status_code in (201, 202)
-    box = engine.containers.get("dsw-im-bob--src")
+    box = engine.containers.get(container_name("im-bob", "src"))
     put_file(box, "/tmp", DEMO_WHEEL, wheel("dswdemo", "1.0", "from-the-wheel"))
     as_jovyan(box, f"pip install --no-index -q /tmp/{DEMO_WHEEL} && echo made-in-src > /opt/dsw/venv/marker "
                    f"&& rm {DELETED} && echo scratch > /tmp/marker && echo home > /home/jovyan/in-home")
@@ -197,7 +198,7 @@ def test_what_a_member_installed_survives_the_round_trip(shub, engine, registry,
     assert saved["packages"] == {"added": {"dswdemo": "1.0"}, "changed": {}, "removed": {}}
     assert saved["layer_bytes"] > 0 and saved["uploaded"] <= saved["layer_bytes"] + 16384
     assert spawn(shub, "im-bob", "pkgs", image=saved["id"]).status_code in (201, 202)
-    box = engine.containers.get("dsw-im-bob--pkgs")
+    box = engine.containers.get(container_name("im-bob", "pkgs"))
     out = as_jovyan(box, "python -c 'import dswdemo; print(dswdemo.VALUE)'; cat /opt/dsw/venv/marker; "
                          f"test -e {DELETED} && echo deleted-file-back; test -e /tmp/marker && echo tmp-saved; "
                          "pip list --format=freeze | grep -i dswdemo")
@@ -215,7 +216,7 @@ def test_a_second_save_pushes_only_its_own_layer(shub, registry, saved):
     base_bytes = sum(layer["size"] for layer in base["layers"])
     # bytes the client sent: the new layer and the config, never the base's hundreds of MB
     assert second["uploaded"] <= second["layer_bytes"] + 16384 < base_bytes / 100
-    mine = manifest(registry, f"dsw/{WS}/im-bob-second", second["id"])
+    mine = manifest(registry, f"dsw/{WS}/im-bob/second", second["id"])
     assert mine["layers"][:-1] == base["layers"] and mine["layers"][-1]["size"] == second["layer_bytes"]
 
 
@@ -225,32 +226,32 @@ def test_the_workspace_cap_refuses_a_large_layer(shub, engine, registry):
     assert ok.status_code in (201, 202), ok.text
     if ok.status_code == 202:
         shub.wait_ready("im-bob", "capped")
-    box = engine.containers.get("dsw-im-bob--capped")
+    box = engine.containers.get(container_name("im-bob", "capped"))
     as_jovyan(box, "head -c 200000 /dev/urandom > /opt/dsw/venv/noise")
     r = svc(shub, "im-bob", "POST", f"/workspaces/{CAPPED}/images", json={"server": "capped", "name": "too-big"})
     assert r.status_code == 409 and "cap 1024 bytes" in r.json()["detail"], r.text
     assert svc(shub, "im-root", "GET", f"/workspaces/{CAPPED}/images").json() == []
-    assert f"dsw/{CAPPED}/im-bob-too-big" not in registry.catalog()
+    assert f"dsw/{CAPPED}/im-bob/too-big" not in registry.catalog()
     shub.stop_server("im-bob", "capped")
 
 
 def test_save_push_and_launch_from_saved_image(shub, engine, registry, saved):
     assert saved["id"].startswith("saved-") and saved["owner"] == "im-bob" and not saved["published"]
-    assert saved["pushed"] and saved["image"] == f"{shub.prefix}{WS}/im-bob-with-marker:{saved['id']}"
-    assert f"dsw/{WS}/im-bob-with-marker" in registry.catalog()
-    tags = requests.get(f"http://{registry.host}/v2/dsw/{WS}/im-bob-with-marker/tags/list", timeout=5).json()
+    assert saved["pushed"] and saved["image"] == f"{shub.prefix}{WS}/im-bob/with-marker:{saved['id']}"
+    assert f"dsw/{WS}/im-bob/with-marker" in registry.catalog()
+    tags = requests.get(f"http://{registry.host}/v2/dsw/{WS}/im-bob/with-marker/tags/list", timeout=5).json()
     assert saved["id"] in tags["tags"]
     # the instance's credentials are not baked into the image
     env = engine.api.inspect_image(saved["image"])["Config"]["Env"]
     assert not [e for e in env if e.startswith("JUPYTERHUB_API_TOKEN=") and e != "JUPYTERHUB_API_TOKEN="]
     # a new instance from the saved image sees the file
     assert spawn(shub, "im-bob", "again", image=saved["id"]).status_code in (201, 202)
-    box = engine.containers.get("dsw-im-bob--again")
+    box = engine.containers.get(container_name("im-bob", "again"))
     assert box.labels["dsw/image"] == saved["id"] and box.attrs["Config"]["Image"] == saved["image"]
     assert box.exec_run(["cat", "/opt/dsw/venv/marker"]).output.decode().strip() == "made-in-src"
     # deleting is refused while an instance runs from it, and changes nothing
     r = svc(shub, "im-alice", "DELETE", f"/workspaces/{WS}/images/{saved['id']}")
-    assert r.status_code == 409 and "dsw-im-bob--again" in r.json()["detail"]
+    assert r.status_code == 409 and container_name("im-bob", "again") in r.json()["detail"]
     assert saved["id"] in {i["id"] for i in listing(shub)}
     shub.stop_server("im-bob", "again")
 
@@ -287,7 +288,8 @@ def test_private_until_published(shub, engine, saved):
     assert {"id": saved["id"], "source": "custom"}.items() <= next(
         i for i in overview["images"] if i["id"] == saved["id"]).items()
     assert spawn(shub, "im-olga", "other", image=saved["id"]).status_code in (201, 202)
-    out = engine.containers.get("dsw-im-olga--other").exec_run(["cat", "/opt/dsw/venv/marker"]).output.decode()
+    box = engine.containers.get(container_name("im-olga", "other"))
+    out = box.exec_run(["cat", "/opt/dsw/venv/marker"]).output.decode()
     assert out.strip() == "made-in-src"
     shub.stop_server("im-olga", "other")
     audit = svc(shub, "im-root", "GET", "/audit").json()
@@ -303,14 +305,14 @@ def test_builders_save_their_own_instances_and_managers_delete(shub, engine, reg
     assert r.status_code == 201, r.text
     img = r.json()
     shub.stop_server(user, "mine")
-    assert f"dsw/{WS}/{user}-{role}-img" in registry.catalog()
+    assert f"dsw/{WS}/{user}/{role}-img" in registry.catalog()
     # owners/admins delete: the row, the local tag and the registry's manifest go
     deleter = "im-adam" if role == "owner" else "im-alice"
     r = svc(shub, deleter, "DELETE", f"/workspaces/{WS}/images/{img['id']}")
     assert r.status_code == 200 and r.json()["registry"] == "ok", r.text
     assert img["id"] not in {i["id"] for i in listing(shub)}
     assert img["image"] not in local_tags(engine, shub.prefix)
-    tags = requests.get(f"http://{registry.host}/v2/dsw/{WS}/{user}-{role}-img/tags/list", timeout=5).json()
+    tags = requests.get(f"http://{registry.host}/v2/dsw/{WS}/{user}/{role}-img/tags/list", timeout=5).json()
     assert not tags.get("tags")
 
 
@@ -357,7 +359,7 @@ def test_failing_push_leaves_nothing_and_a_retry_succeeds(shub, engine, registry
     """The registry is stopped: the save fails with the reason, no local tag, no row, no tag
     in the registry, the instance keeps serving; once the registry is back a retry works."""
     assert spawn(shub, "im-bob", "late").status_code in (201, 202)
-    box = engine.containers.get("dsw-im-bob--late")
+    box = engine.containers.get(container_name("im-bob", "late"))
     as_jovyan(box, "echo kept > /opt/dsw/venv/late")
     before, tags = listing(shub), local_tags(engine, shub.prefix)
     registry.stop()
@@ -369,12 +371,12 @@ def test_failing_push_leaves_nothing_and_a_retry_succeeds(shub, engine, registry
         assert not [t for t in local_tags(engine, shub.prefix) if "unpushed" in t]
     finally:
         registry.start()
-    assert f"dsw/{WS}/im-bob-unpushed" not in registry.catalog()
+    assert f"dsw/{WS}/im-bob/unpushed" not in registry.catalog()
     server = shub.api("GET", "/users/im-bob", token=shub.tokens["im-bob"]).json()["servers"]["late"]
     assert server["ready"] and as_jovyan(box, "cat /opt/dsw/venv/late").strip() == "kept"
     r = svc(shub, "im-bob", "POST", f"/workspaces/{WS}/images", json={"server": "late", "name": "unpushed"})
     assert r.status_code == 201, r.text
-    assert r.json()["id"] in requests.get(f"http://{registry.host}/v2/dsw/{WS}/im-bob-unpushed/tags/list",
+    assert r.json()["id"] in requests.get(f"http://{registry.host}/v2/dsw/{WS}/im-bob/unpushed/tags/list",
                                           timeout=5).json()["tags"]
     shub.stop_server("im-bob", "late")
 
@@ -383,7 +385,7 @@ def test_engine_commit_without_a_registry_records_packages(shub, engine, engine_
     """No registry (local prefix): the engine commits the container, nothing is pushed, and the
     package difference is read inside the instance with pip list."""
     assert spawn(shub, "im-bob", "local").status_code in (201, 202)
-    box = engine.containers.get("dsw-im-bob--local")
+    box = engine.containers.get(container_name("im-bob", "local"))
     put_file(box, "/tmp", DEMO_WHEEL, wheel("dswdemo", "1.0", "local"))
     as_jovyan(box, f"pip install --no-index -q /tmp/{DEMO_WHEEL}")
     cli = snapshots.client(engine_url)
