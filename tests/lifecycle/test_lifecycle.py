@@ -66,13 +66,8 @@ def test_refused_spawns_leave_no_record_and_no_reservation(backend):
 
 def member_session(hub, user: str) -> tuple[requests.Session, str]:
     """Signed in as a member through the login form, as a browser is."""
-    s = requests.Session()
-    s.get(f"{hub.url}/hub/login", timeout=30)
-    password = json.loads((hub.state / "credentials.json").read_text())["user_password"]
-    r = s.post(f"{hub.url}/hub/login", data={"username": user, "password": password, "_xsrf": s.cookies["_xsrf"]},
-               allow_redirects=False, timeout=30)
-    assert r.status_code == 302, r.text
-    return s, s.cookies["_xsrf"]
+    s = hub.login_session(user)  # their own password (per-user sign-in)
+    return s, s.cookies.get("_xsrf", path="/hub/")
 
 
 def test_refused_spawn_form_shows_the_message_and_leaves_no_record(backend):
