@@ -9,7 +9,6 @@ the instance, so a member's code cannot answer in its place.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -23,12 +22,34 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _no_symlink(root: str, rel: str) -> str | None:
+    """``root/rel`` if no component below ``root`` is a symbolic link, else None.
+
+    The agent reads through ``/proc/<pid>/root``, where an absolute symlink the member made
+    (``site-packages -> /etc``) would resolve on the HOST: the member owns the environment, so
+    every component is checked, and a link is never followed."""
+    path = root
+    for part in rel.split("/"):
+        path = os.path.join(path, part)
+        try:
+            if os.path.islink(path):
+                return None
+        except OSError:
+            return None
+    return path
+
+
 def installed(root: str) -> dict[str, str]:
     """Name -> version of every distribution in the environment, from the ``*.dist-info``
     folder names (``<name>-<version>.dist-info``, both escaped by the installer): a directory
     listing, not a metadata parse per package (hundreds of packages in a managed image)."""
     found = {}
-    for site in glob.glob(os.path.join(root, VENV, "lib", "python3*", "site-packages")):
+    lib = _no_symlink(root, f"{VENV}/lib")
+    pythons = [p for p in (os.listdir(lib) if lib and os.path.isdir(lib) else []) if p.startswith("python3")]
+    for python in pythons:
+        site = _no_symlink(root, f"{VENV}/lib/{python}/site-packages")
+        if not site or not os.path.isdir(site):
+            continue
         for entry in os.listdir(site):
             if entry.endswith(".dist-info") and "-" in entry:
                 name, _, version = entry[: -len(".dist-info")].partition("-")
@@ -37,8 +58,11 @@ def installed(root: str) -> dict[str, str]:
 
 
 def baseline(root: str) -> dict[str, str] | None:
+    path = _no_symlink(root, BASELINE)
+    if path is None:
+        return None
     try:
-        with open(os.path.join(root, BASELINE)) as f:
+        with open(path) as f:
             return {canonical(p["name"]): p["version"] for p in json.load(f)}
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -108,3 +108,28 @@ def test_unknown_container_is_not_found():
         locate.writable_layer("0" * 64)
     with pytest.raises(locate.NotFound):
         locate.writable_layer("../etc")
+
+
+def test_the_package_list_never_follows_a_members_symlink_onto_the_host(tmp_path):
+    """A member owns /opt/dsw/venv: making site-packages a link to an absolute path would make
+    the agent (reading through /proc/<pid>/root) list a HOST folder. Links are not followed."""
+    from spawner_ext.agent import packages
+
+    host_dir = tmp_path / "host-site"
+    (host_dir / "hostonly-9.9.dist-info").mkdir(parents=True)
+    name = f"agent-t-{uuid.uuid4().hex[:8]}"
+    image = "localhost/dsw/notebook-cpu:2026.11.1"
+    cid = subprocess.run(["podman", "run", "-d", "--name", name, image, "sleep", "infinity"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        found = locate.writable_layer(cid)
+        before = packages.of_instance(found.root)
+        assert before == {"added": {}, "changed": {}, "removed": {}}
+        subprocess.run(["podman", "exec", "-u", "1000:100", name, "sh", "-c",
+                        "cd /opt/dsw/venv/lib/python3.11 && mv site-packages sp && "
+                        f"ln -s {host_dir} site-packages"], check=True)
+        after = packages.of_instance(found.root)
+        assert "hostonly" not in str(after)
+        assert after["removed"] and not after["added"]  # the environment reads as emptied, nothing of the host
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
