@@ -3,7 +3,7 @@
 The fenced shell blocks of README.md that call ``curl`` on ``/hub/api`` or ``/services/dsw``
 run, in README order, against a real hub started from the example catalogue
 (hub_config/catalog.yaml) with the real engine. Only the hub's address
-(``http://127.0.0.1:8000``) and the tokens (``$DSW_ADMIN_TOKEN``: the hub's automation token;
+(``http://localhost:8000``) and the tokens (``$DSW_ADMIN_TOKEN``: the hub's automation token;
 ``$MY_TOKEN``: alice's token) are substituted. Each curl call must get a 2xx, or exactly
 the status its line names in a ``# -> NNN`` comment (a documented refusal).
 
@@ -29,7 +29,7 @@ from .hubproc import ROOT, Hub
 pytestmark = pytest.mark.integration
 
 README = ROOT / "README.md"
-DOC_HUB = "http://127.0.0.1:8000"
+DOC_HUB = "http://localhost:8000"
 SKIP = re.compile(r"^<!-- readme-test: skip \((?P<reason>.+)\) -->$")
 FENCE = re.compile(r"^```(bash|sh|shell|console)\s*$")
 EXPECT = re.compile(r"#\s*->\s*(?P<status>[1-5][0-9][0-9])\b")
@@ -112,7 +112,7 @@ def readme_hub(tmp_path_factory, engine, engine_url):
     tmp = tmp_path_factory.mktemp("readme")
     for user in USERS:
         cleanup_engine(engine, user)
-    h = Hub(tmp / "state", ROOT / "hub_config" / "catalog.yaml", engine_url)
+    h = Hub(tmp / "state", ROOT / "hub_config" / "catalog.yaml", engine_url, subdomains=True)  # as up.sh runs it
     h.start()
     h.wait_service()
     h.tokens = {"DSW_ADMIN_TOKEN": h.token, "MY_TOKEN": h.user_token("alice")}
