@@ -42,8 +42,8 @@ def declare_subdomains(tmp) -> "Path":  # noqa: F821
     cfg.write_text(
         f"load_subconfig({str(ROOT / 'hub_config' / 'jupyterhub_config.py')!r})\n"
         "for _s in c.JupyterHub.services:\n"
-        "    if _s['name'] == 'dsw':\n"
-        "        _s['environment'].setdefault('DSW_SUBDOMAIN_HOST', 'http://localhost')\n")
+        "    if _s['name'] == 'dsw' and not _s['environment'].get('DSW_SUBDOMAIN_HOST'):\n"
+        "        _s['environment']['DSW_SUBDOMAIN_HOST'] = 'http://localhost'\n")
     return cfg
 
 
@@ -242,7 +242,16 @@ def allowed(actor: str, action: str, target: str) -> bool:
     return False  # nobody spawns for, stops through the hub, or shares another member's instance
 
 
-REFUSED = [(a, act, t) for a in ACTORS for act in ACTIONS for t in TARGETS if not allowed(a, act, t)]
+def distinct(action: str, target: str) -> bool:
+    """Hub and proxy requests name no workspace: the two other-workspace targets are one
+    request there, and a spawn for r-bob is one request per workspace in its body."""
+    if action.startswith(("hub:", "proxy:")) and target == "other workspace's, named as this one":
+        return False
+    return action != "hub: spawn for the owner" or target in ("other member's private", "other workspace's")
+
+
+REFUSED = [(a, act, t) for a in ACTORS for act in ACTIONS for t in TARGETS
+           if distinct(act, t) and not allowed(a, act, t)]
 
 
 def refused(r: requests.Response) -> bool:
