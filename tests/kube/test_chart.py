@@ -82,6 +82,8 @@ async def test_default_values(render):
     hub = one(objects, "Deployment", "dsw-hub-hub")
     pod = hub["spec"]["template"]
     assert set(pod["metadata"]["annotations"]) == {"checksum/config"}  # no checksum over secret values
+    proxy = one(objects, "Deployment", "dsw-hub-proxy")["spec"]["template"]["spec"]["containers"][0]
+    assert "--host-routing" not in proxy["command"]
     container = pod["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/dsw/hub:0.1.0"
     assert pod["spec"]["volumes"][1] == {"name": "data", "persistentVolumeClaim": {"claimName": "dsw-hub-hub-db"}}
@@ -151,6 +153,8 @@ async def test_maximal_values(render):
     assert ingress["spec"]["tls"] == [{"secretName": "dsw-tls", "hosts": ["dsw.example.com", "*.dsw.example.com"]}]
     public = one(objects, "Service", "dsw-hub-proxy-public")
     assert public["spec"]["ports"][0]["nodePort"] == 30080
+    proxy = one(objects, "Deployment", "dsw-hub-proxy")["spec"]["template"]["spec"]["containers"][0]
+    assert "--host-routing" in proxy["command"]  # with hub.subdomainHost, routes carry the user's host
 
     config = one(objects, "ConfigMap", "dsw-hub-hub")["data"]
     settings = json.loads(config["settings.json"])
