@@ -6,8 +6,6 @@ returns (400 for bad values, 403 for what the member's role forbids).
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Any, Mapping
 
 from .catalog.models import Accelerator, Catalog, Image, Kind
@@ -25,16 +23,6 @@ class OptionsError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
-
-
-def safe_name(text: str, limit: int = 40) -> str:
-    """A DNS-label-safe *display* name (hostnames). Not injective: never an identity -- names
-    that identify something come from ``naming`` (issue 9, finding 6)."""
-    clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
-    if clean != text or len(clean) > limit:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:6]
-        clean = f"{clean[: limit - 7].rstrip('-')}-{digest}"
-    return clean
 
 
 def _text(options: Mapping[str, Any], key: str) -> str | None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
 from ..naming import container_name  # noqa: F401  (the backend's name rule lives in naming)
-from ..options import safe_name
 from ..spec import MANAGED_LABEL, InstanceSpec, Mount
 
 SERVER_PORT = 8888
@@ -19,6 +20,12 @@ CAP_ADD: tuple[str, ...] = ()
 #: NAS folders, s3fs mounts (uid=1000) and the home volumes. With uid 1000, no capability, and
 #: no-new-privileges, no process in the container is root on the host to begin with.
 SECURITY_OPT = ("no-new-privileges",)
+
+
+def hostname(name: str) -> str:
+    """What the terminal prompt shows: a DNS label after the server (or user) name. Display only,
+    not an identity, so it may be lossy (identities come from ``naming``)."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-") or "dsw"
 
 
 def mount_arg(mount: Mount) -> dict:
@@ -61,7 +68,7 @@ def create_kwargs(spec: InstanceSpec, *, name: str, cmd: list[str], env: dict[st
         "command": cmd,
         "environment": {**spec.env, **env},
         "labels": labels,
-        "hostname": safe_name(spec.server or spec.user, 63),
+        "hostname": hostname(spec.server or spec.user),
         "user": INSTANCE_USER,
         "working_dir": spec.home.mount_path if spec.home else None,
         "ports": [SERVER_PORT],
