@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from .conftest import cleanup_engine, make_catalog, managed_image
-from .hubproc import ROOT, Hub
+from .hubproc import Hub
 
 pytestmark = pytest.mark.integration
 
@@ -33,20 +33,6 @@ MANAGE_ANY = {"owner", "admin", "ops"}
 OPTIONS = {"workspace": WS, "kind": "terminal"}
 
 
-def declare_subdomains(tmp) -> "Path":  # noqa: F821
-    """The one-machine configuration, with the DSW service told that user servers have hosts
-    of their own (DSW_SUBDOMAIN_HOST): sharing is refused otherwise. Routing in this module
-    stays path-based on 127.0.0.1; tests/security/test_roles_origin.py checks the refusal
-    without subdomains, and the browser tests the origins themselves."""
-    cfg = tmp / "jupyterhub_config.py"
-    cfg.write_text(
-        f"load_subconfig({str(ROOT / 'hub_config' / 'jupyterhub_config.py')!r})\n"
-        "for _s in c.JupyterHub.services:\n"
-        "    if _s['name'] == 'dsw' and not _s['environment'].get('DSW_SUBDOMAIN_HOST'):\n"
-        "        _s['environment']['DSW_SUBDOMAIN_HOST'] = 'http://localhost'\n")
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def rhub(tmp_path_factory, engine, engine_url):
     tmp = tmp_path_factory.mktemp("roles")
@@ -55,7 +41,9 @@ def rhub(tmp_path_factory, engine, engine_url):
         {"id": WS, "members": dict(MEMBERS), "resource_groups": ["cpu"], "registry_allowlist": ["localhost/dsw"]},
         {"id": NLP, "members": dict(NLP_MEMBERS), "resource_groups": ["cpu"]},
     ])
-    h = Hub(tmp / "state", catalog, engine_url, config=declare_subdomains(tmp),
+    # the product's one-machine default: each user's servers on their own host
+    # (<user>.localhost), so sharing is on; the DSW service and the hub on http://localhost:<port>
+    h = Hub(tmp / "state", catalog, engine_url, subdomains=True,
             extra_env={"DSW_SERVER_LIMIT": "0", "DSW_RECONCILE_SECONDS": "1"})
     h.start()
     h.tokens = {u: h.user_token(u) for u in {*MEMBERS, *NLP_MEMBERS, "r-root", "r-out"}}
@@ -72,8 +60,12 @@ def svc(h, user, method, path, **kw):
 
 
 def as_user(h, user, method, path, **kw):
+    """``path`` on the hub; a server's path (/user/<owner>/...) on its owner's own host."""
     headers = {"Authorization": f"token {h.tokens[user]}", **kw.pop("headers", {})}
-    return requests.request(method, f"{h.url}{path}", headers=headers, timeout=120, allow_redirects=False, **kw)
+    base = h.url
+    if path.startswith("/user/"):
+        base = f"http://{path.split('/')[2]}.localhost:{h.port}"
+    return requests.request(method, f"{base}{path}", headers=headers, timeout=120, allow_redirects=False, **kw)
 
 
 def page_form(h, user, path, fields, headers=None):
@@ -519,7 +511,7 @@ def test_cross_origin_changes_are_refused_whatever_they_carry(rhub):
     alice's login, or with her token, a change whose Origin/Referer is not the hub's is
     refused and changes nothing."""
     before = state(rhub)
-    evil = "http://r-bob.localhost:8000"
+    evil = f"http://r-bob.localhost:{rhub.port}"  # bob's server's own origin
     form = page_form(rhub, "r-alice", f"workspaces/{WS}/members", {"member": "r-bob", "role": "admin"},
                      headers={"Origin": evil})
     assert form.status_code == 403 and "cross-origin" in form.json()["detail"], form.text
