@@ -25,6 +25,8 @@ HubSettings, except where this file says otherwise):
   DSW_IDLE_TIMEOUT seconds without activity before jupyterhub-idle-culler stops an instance  0 (off)
   DSW_SERVER_LIMIT named servers per user                                 5
   DSW_POLL_INTERVAL seconds between checks that an instance still runs    15
+  DSW_IMAGE_REGISTRY  where saved images go (a registry host: pushed by the image agent)  localhost/dsw-saved
+  DSW_IMAGE_AGENT_PORT  loopback port of the image agent the hub runs when it pushes (0: none)  9731
   DSW_AUTH         embedded (per-user passwords of catalogue members) or oidc (README: Single sign-on)
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up DSW Hub on this machine and run it at http://127.0.0.1:8000 (Ctrl-C stops the hub;
+# Set up DSW Hub on this machine and run it at http://localhost:8000 (Ctrl-C stops the hub;
 # running instances keep running and are picked up at the next start).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -58,6 +59,7 @@ ENVIRONMENT: dict[str, str] = {
     "DSW_IMAGE_REGISTRY": "image_registry",
     "DSW_IMAGE_REGISTRY_TLS_VERIFY": "image_registry_tls_verify",
     "DSW_SAVE_TIMEOUT": "save_timeout",
+    "DSW_IMAGE_AGENT_PORT": "image_agent_port",
 }
 
 
@@ -103,6 +105,9 @@ class HubSettings(BaseModel):
     image_registry: str = ""
     image_registry_tls_verify: bool = True
     save_timeout: int | None = Field(None, gt=0)
+    # one machine with an engine and a registry: the hub runs the image agent on loopback at this
+    # port (0: the hub runs none; an agent started elsewhere announces itself in state_dir)
+    image_agent_port: int = Field(9731, ge=0, le=65535)
 
     idle_timeout: int = Field(0, ge=0)  # seconds; 0: no idle culler
     admin_token: SecretStr | None = None  # set: a "dsw-admin" service with the admin role
@@ -185,6 +190,9 @@ def configure(c, settings: HubSettings) -> Catalog:
             if role["name"] == "dsw-platform-admin":
                 role["users"], role["groups"] = [], [PLATFORM_ADMIN_GROUP]
     services = [dsw_service(s)]
+    agent = image_agent(s)
+    if agent:
+        services.append(agent)
     if s.idle_timeout > 0:
         culler, culler_role = idle_culler(s.idle_timeout)
         services.append(culler)
@@ -276,6 +284,28 @@ def dsw_service(s: HubSettings) -> dict:
         "oauth_client_allowed_scopes": sorted(rbac.custom_scopes()),
         "display": True,
     }
+
+
+def image_agent(s: HubSettings) -> dict | None:
+    """The image agent beside the engine (one machine), as a hub-managed service, so saving pushes
+    only the instance's own layer as on Kubernetes. Only with an engine and a registry host to push
+    to: without a registry the service commits through the engine. Its token is made once (0600) in
+    the state folder; ``--announce`` tells the DSW service where the agent and its token are."""
+    from .snapshots import registry_host
+
+    if not (s.engine_url and s.image_agent_port and registry_host(s.image_registry)):
+        return None
+    token = os.path.join(s.state_dir, "image-agent.token")
+    if not os.path.exists(token):
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return {"name": "image-agent",
+            "command": [sys.executable, "-m", "spawner_ext.agent", "--host=127.0.0.1",
+                        f"--port={s.image_agent_port}", f"--announce={s.state_dir}"],
+            "environment": {"DSW_AGENT_TOKEN_FILE": token, "DSW_AGENT_ENGINE_URL": s.engine_url,
+                            "DSW_AGENT_REGISTRY_INSECURE": "0" if s.image_registry_tls_verify else "1",
+                            "PYTHONPATH": os.pathsep.join(sys.path)}}
 
 
 def idle_culler(timeout: int) -> tuple[dict, dict]:

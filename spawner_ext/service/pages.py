@@ -75,8 +75,10 @@ def add_pages(app: FastAPI, prefix: str) -> None:
         data = await asyncio.to_thread(actions.overview, user, ws)
         insts = await actions.instances(user, ws)
         saved = await asyncio.to_thread(actions.saved_images, user, ws)
+        saving = await asyncio.to_thread(actions.saves_in_progress, user, ws)
         perms = {a.value: can(user, a, ws) for a in Action}
         return render("workspace.html", request, user, ws=data, instances=insts, perms=perms, saved=saved,
+                      saving=saving,
                       message=message, error=error)
 
     @app.post(prefix + "workspaces/{ws}/images", include_in_schema=False)

@@ -1,6 +1,6 @@
 """Save a running instance as an image: a real hub, real containers, a real registry
 (Debian's docker-registry on loopback, plain HTTP) and the image agent as a real process
-beside the hub (announced in the hub's state folder), so saves push only the instance's own
+the hub runs beside itself (a hub-managed service, announced in the hub's state folder), so saves push only the instance's own
 layer. The roles rows "save own instance as an image" and "publish an image to the
 workspace, delete workspace images", launching from a saved image, private vs published,
 what a member installed as jovyan (a wheel built here, no index) surviving the round trip,
@@ -22,7 +22,6 @@ import yaml
 
 from spawner_ext import snapshots
 from spawner_ext.naming import container_name
-from tests.agent.agentproc import Agent
 
 from .conftest import cleanup_engine, make_catalog
 from .hubproc import Hub, free_port
@@ -95,19 +94,19 @@ def shub(tmp_path_factory, engine, engine_url, registry):
         {"id": CAPPED, "members": {"im-bob": "developer"}, "resource_groups": ["cpu"], "saved_layer_cap": "1Ki"},
     ])
     (tmp / "state").mkdir(exist_ok=True)
-    agent_dir = tmp / "agent"
-    agent_dir.mkdir()
-    agent = Agent(agent_dir, engine_url, announce=tmp / "state").start()
     h = Hub(tmp / "state", catalog, engine_url, extra_env={
         "DSW_SERVER_LIMIT": "0", "DSW_IMAGE_REGISTRY": f"{registry.host}/dsw", "DSW_IMAGE_REGISTRY_TLS_VERIFY": "0"})
     h.prefix = f"{registry.host}/dsw/"
     h.start()
     h.tokens = {u: h.user_token(u) for u in [*MEMBERS, "im-root"]}
     h.wait_service()
-    h.agent = agent
+    announced = tmp / "state" / "image-agent.json"
+    deadline = time.monotonic() + 30
+    while not announced.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert announced.exists(), "the hub did not start the image agent (no image-agent.json in its state folder)"
     yield h
     h.stop()
-    agent.stop()
     cleanup_engine(engine, "im-")
     remove_saved_images(engine, h.prefix)
 

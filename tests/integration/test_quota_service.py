@@ -9,6 +9,8 @@ import time
 import pytest
 import requests
 
+from spawner_ext import naming
+
 from .conftest import cleanup_engine, make_catalog, managed_image
 from .hubproc import Hub
 
@@ -85,7 +87,7 @@ def test_failed_spawn_releases_its_reservation(qhub, engine):
                  json={"workspace": WS, "image_ref": "localhost/dsw/does-not-exist:1"})
     assert r.status_code >= 400 and "could not be pulled" in r.text
     assert gpu_used(qhub) == before
-    assert not engine.containers.list(all=True, filters={"name": "dsw-q-alice--broken"})
+    assert not engine.containers.list(all=True, filters={"name": naming.container_name("q-alice", "broken")})
 
 
 def test_allocation_over_capacity_and_member_caps(qhub):
