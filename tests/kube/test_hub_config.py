@@ -205,6 +205,7 @@ async def test_maximal_values_configure_sso_culler_token_and_the_hubs_database(
     # the hub makes each workspace's NetworkPolicy (the chart does not)
     assert s.network_policy_peers["namespace"] == "dsw"
     assert [p["app.kubernetes.io/component"] for p in s.network_policy_peers["podLabels"]] == ["hub", "proxy"]
+    assert (list(s.network_policy_egress_deny), s.network_policy_dns_namespace) == (["203.0.113.10/32"], "kube-dns")
     assert c.CatalogSpawnerMixin.catalog_path == str(tmp_path / "config" / "catalog.yaml")
 
 

@@ -64,6 +64,8 @@ s.oss_secret_secret_key_field = oss["secretKeys"]["secretKey"]
 s.storage_timeout = oss["checkTimeout"]
 if single["networkPolicy"]["enabled"]:  # the hub is the only maker of workspace policies
     s.network_policy_peers = {"namespace": hub["namespace"], "podLabels": hub["peerLabels"]}
+    s.network_policy_egress_deny = single["networkPolicy"]["egressDeny"]
+    s.network_policy_dns_namespace = single["networkPolicy"]["dnsNamespace"]
 
 # hub.extraConfig comes from the chart's Secret (it may hold authenticator client secrets)
 extra = Path(os.environ.get("DSW_EXTRA_CONFIG_DIR", "/usr/local/etc/dsw-secret")) / "extra_config.py"
