@@ -31,7 +31,9 @@ from pathlib import Path
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import TEMPLATE_DIR  # noqa: F401  (JupyterHub 5 needs it in template_paths)
+from nativeauthenticator.handlers import DiscardHandler, ToggleAuthorizationHandler
 from nativeauthenticator.orm import UserInfo
+from tornado import web
 from traitlets import Unicode, default
 
 CREDENTIALS = "credentials.json"
@@ -72,6 +74,32 @@ def announce(admin: str, password: str, path: Path) -> str:
         "Members sign up at /hub/signup with a password of their own; authorise them at /hub/authorize.\n"
         + "=" * 72 + "\n"
     )
+
+
+class _FromHubPagesOnly:
+    """nativeauthenticator authorises and discards sign-ups on GET, and a signed-in admin's
+    browser sends the hub cookie on a top-level navigation from any site, including a member's
+    own host (<user>.localhost is the same site as localhost). Such a page could make an admin
+    authorise a sign-up squatting another member's name. Only the hub's own pages (or a request
+    typed by hand, which carries neither header) may do it."""
+
+    async def prepare(self):
+        site = self.request.headers.get("Sec-Fetch-Site")
+        referer = self.request.headers.get("Referer", "")
+        own = f"{self.request.protocol}://{self.request.host}"
+        if (site is not None and site not in ("same-origin", "none")) or (
+                site is None and referer and referer != own and not referer.startswith(own + "/")):
+            raise web.HTTPError(403, "sign-ups can be authorised or discarded only from the hub's own "
+                                     "Authorize page")
+        await super().prepare()
+
+
+class _ToggleAuthorization(_FromHubPagesOnly, ToggleAuthorizationHandler):
+    pass
+
+
+class _Discard(_FromHubPagesOnly, DiscardHandler):
+    pass
 
 
 class DSWNativeAuthenticator(NativeAuthenticator):
@@ -137,6 +165,10 @@ class DSWNativeAuthenticator(NativeAuthenticator):
             self.log.warning("sign-up refused: %s is no member of any workspace", username)
             return None
         return super().create_user(username, password, **kwargs)
+
+    def get_handlers(self, app):
+        guarded = {ToggleAuthorizationHandler: _ToggleAuthorization, DiscardHandler: _Discard}
+        return [(path, guarded.get(handler, handler)) for path, handler in super().get_handlers(app)]
 
     def get_authed_users(self):
         """Only accounts an admin authorised: no sign-up is authorised by its name."""

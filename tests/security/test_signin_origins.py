@@ -19,7 +19,8 @@ from tests.integration.hubproc import Hub
 pytestmark = pytest.mark.integration
 
 WS = "ssec"
-MEMBERS = {"s-alice": "owner", "s-bob": "developer", "s-lara": "labeler", "s-olga": "ops", "s-gone": "developer"}
+MEMBERS = {"s-alice": "owner", "s-bob": "developer", "s-lara": "labeler", "s-olga": "ops", "s-gone": "developer",
+           "s-nina": "developer"}
 
 
 def catalog(tmp):
@@ -81,6 +82,27 @@ def test_a_signup_under_someone_elses_name_gives_nothing_until_an_admin_authoris
     assert "s-olga" in admin.get(f"{shub.url}/hub/authorize", timeout=30).text
     assert admin.get(f"{shub.url}/hub/discard/s-olga", timeout=30).status_code == 200
     assert shub.password("s-olga") and shub.login_session("s-olga")
+
+
+def test_a_page_on_a_members_host_cannot_make_an_admin_authorise_a_squatted_signup(shub):
+    """nativeauthenticator authorises on GET. bob signs up under nina's name (she has not signed
+    up yet), then a page on his own host navigates a signed-in admin to /hub/authorize/s-nina:
+    refused, as is a discard; the hub's own Authorize page still works."""
+    assert "sent to the admin" in shub.signup("s-nina", "bobs-guess-for-nina-1").text
+    admin = shub.login_session("s-root")
+    bob_page = shub.url.replace("://localhost", "://s-bob.localhost") + "/user/s-bob/proxy/9000/evil.html"
+    for headers in ({"Sec-Fetch-Site": "same-site", "Referer": bob_page},  # a current browser
+                    {"Sec-Fetch-Site": "cross-site"},
+                    {"Referer": bob_page}):  # a browser without fetch metadata
+        for action in ("authorize", "discard"):
+            r = admin.get(f"{shub.url}/hub/{action}/s-nina", headers=headers, allow_redirects=False, timeout=30)
+            assert r.status_code == 403, (action, headers, r.status_code)
+    assert not shub.login("s-nina", "bobs-guess-for-nina-1").logged_in
+    assert "s-nina" in admin.get(f"{shub.url}/hub/authorize", timeout=30).text  # still pending
+    r = admin.get(f"{shub.url}/hub/discard/s-nina", allow_redirects=False, timeout=30,
+                  headers={"Sec-Fetch-Site": "same-origin", "Referer": f"{shub.url}/hub/authorize"})
+    assert r.status_code in (200, 302)
+    assert shub.password("s-nina") != "bobs-guess-for-nina-1" and shub.login_session("s-nina")
 
 
 def test_a_non_member_can_neither_sign_up_nor_sign_in(shub):
