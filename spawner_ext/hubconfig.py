@@ -60,6 +60,10 @@ ENVIRONMENT: dict[str, str] = {
     "DSW_IMAGE_REGISTRY_TLS_VERIFY": "image_registry_tls_verify",
     "DSW_SAVE_TIMEOUT": "save_timeout",
     "DSW_IMAGE_AGENT_PORT": "image_agent_port",
+    "DSW_AGENT_TOKEN_FILE": "agent_token_file",
+    "DSW_KUBE_AGENT_NAMESPACE": "kube_agent_namespace",
+    "DSW_KUBE_NAMESPACE_TEMPLATE": "kube_namespace_template",
+    "DSW_KUBE_AGENT_SELECTOR": "kube_agent_selector",
 }
 
 
@@ -108,6 +112,14 @@ class HubSettings(BaseModel):
     # one machine with an engine and a registry: the hub runs the image agent on loopback at this
     # port (0: the hub runs none; an agent started elsewhere announces itself in state_dir)
     image_agent_port: int = Field(9731, ge=0, le=65535)
+    # Kubernetes (the chart's imageAgent): the service finds the instance's pod in its workspace
+    # namespace and the agent pod on the same node (spawner_ext/snapshots.py KubeSettings), and
+    # sends the agent the token in this file (mounted from the agent's Secret, never in a
+    # ConfigMap). kube_agent_namespace "": not on Kubernetes, saving goes through the engine.
+    agent_token_file: str = ""
+    kube_agent_namespace: str = ""
+    kube_namespace_template: str = "dsw-{workspace}"
+    kube_agent_selector: str = "app.kubernetes.io/component=image-agent"
 
     idle_timeout: int = Field(0, ge=0)  # seconds; 0: no idle culler
     admin_token: SecretStr | None = None  # set: a "dsw-admin" service with the admin role
@@ -275,6 +287,12 @@ def dsw_service(s: HubSettings) -> dict:
         env["DSW_IMAGE_REGISTRY"] = s.image_registry
     if s.save_timeout:
         env["DSW_SAVE_TIMEOUT"] = str(s.save_timeout)
+    if s.agent_token_file:
+        env["DSW_AGENT_TOKEN_FILE"] = s.agent_token_file
+    if s.kube_agent_namespace:  # Kubernetes: saving asks the image agent on the instance's node
+        env.update(DSW_KUBE_AGENT_NAMESPACE=s.kube_agent_namespace,
+                   DSW_KUBE_NAMESPACE_TEMPLATE=s.kube_namespace_template,
+                   DSW_KUBE_AGENT_SELECTOR=s.kube_agent_selector)
     return {
         "name": "dsw",
         "url": s.service_url,

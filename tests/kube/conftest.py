@@ -57,6 +57,7 @@ RESOURCES = {
     "v1/configmaps": dict(namespaced=True, kind="ConfigMap"),
     "v1/serviceaccounts": dict(namespaced=True, kind="ServiceAccount"),
     "apps/v1/deployments": dict(namespaced=True, kind="Deployment"),
+    "apps/v1/daemonsets": dict(namespaced=True, kind="DaemonSet"),
     "rbac.authorization.k8s.io/v1/roles": dict(namespaced=True, kind="Role"),
     "rbac.authorization.k8s.io/v1/rolebindings": dict(namespaced=True, kind="RoleBinding"),
     "rbac.authorization.k8s.io/v1/clusterroles": dict(namespaced=False, kind="ClusterRole"),

@@ -133,10 +133,14 @@ async def test_maximal_values(render):
     assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
     namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
     assert namespaces == {"team-vision", "team-nlp"}
-    assert set(by_kind(objects, "Role")) == {("team-vision", "dsw-hub-hub"), ("team-nlp", "dsw-hub-hub")}
+    # imageAgent.enabled: the hub also reads pods (the agents) in its own namespace
+    assert set(by_kind(objects, "Role")) == {("team-vision", "dsw-hub-hub"), ("team-nlp", "dsw-hub-hub"),
+                                             ("dsw", "dsw-hub-hub-image-agents")}
     assert set(by_kind(objects, "RoleBinding")) == set(by_kind(objects, "Role"))
-    # the chart makes the hub's and the proxy's policies; a workspace's policy is the hub's to make
-    assert set(by_kind(objects, "NetworkPolicy")) == {("dsw", "dsw-hub-hub"), ("dsw", "dsw-hub-proxy")}
+    # the chart makes the hub's, the proxy's and the image agent's policies; a workspace's policy
+    # is the hub's to make
+    assert set(by_kind(objects, "NetworkPolicy")) == {("dsw", "dsw-hub-hub"), ("dsw", "dsw-hub-proxy"),
+                                                      ("dsw", "dsw-hub-image-agent")}
     hub_policy = one(objects, "NetworkPolicy", "dsw-hub-hub")["spec"]["ingress"]
     assert hub_policy[0]["ports"] == [{"port": "http"}, {"port": "dsw"}]  # the proxy reaches the DSW service
     assert hub_policy[1]["ports"] == [{"port": "http"}]  # instances reach the hub's API, not the service

@@ -20,6 +20,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* The image agent pods' selector labels as a label selector ("k=v,k=v"). */}}
+{{- define "dsw.agentSelector" -}}
+{{- $labels := include "dsw.selectorLabels" (dict "root" . "component" "image-agent") | fromYaml -}}
+{{- $pairs := list -}}
+{{- range $k, $v := $labels }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "dsw.labels" -}}
 {{ include "dsw.selectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
@@ -71,6 +79,15 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- range $key, $field := dict "idleTimeout" "idle_timeout" "namedServerLimit" "server_limit" "pollInterval" "poll_interval" "reconcileSeconds" "reconcile_seconds" -}}
 {{- if hasKey $.Values.hub $key }}{{ $_ := set $dsw $field (index $.Values.hub $key) }}{{ end -}}
 {{- end -}}
+{{- with .Values.imageAgent }}{{ if .enabled -}}
+{{- /* saving on Kubernetes: the service finds the instance's pod and the agent pod on its node */ -}}
+{{- $_ := set $dsw "kube_agent_namespace" $.Release.Namespace -}}
+{{- $_ := set $dsw "kube_namespace_template" $.Values.singleuser.namespaceTemplate -}}
+{{- $_ := set $dsw "kube_agent_selector" (include "dsw.agentSelector" $) -}}
+{{- $_ := set $dsw "agent_token_file" "/etc/dsw-agent/token/token" -}}
+{{- $_ := set $dsw "image_registry" .registry -}}
+{{- $_ := set $dsw "image_registry_tls_verify" (not .registryInsecure) -}}
+{{- end }}{{ end -}}
 {{- toJson $dsw -}}
 {{- end -}}
 
