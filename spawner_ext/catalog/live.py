@@ -37,19 +37,23 @@ def effective_catalog(catalog: Catalog, session: Session, viewer: str | None = N
 
 def saved_images(catalog: Catalog, session: Session, viewer: str | None = None) -> list[Image]:
     """Saved images ``viewer`` may launch: published ones, and their own private ones.
-    Kinds and accelerator come from the catalogue image the instance ran."""
+    Kinds and accelerator come from the catalogue image the instance ran; the pull secret is
+    the workspace's ``image_pull_secret`` (the base image's may be for another registry)."""
     query = select(SavedImage).order_by(SavedImage.created_at)
     query = query.where(or_(SavedImage.published.is_(True), SavedImage.owner == viewer)) if viewer else \
         query.where(SavedImage.published.is_(True))
     out = []
     for row in session.scalars(query):
         base = catalog.image(row.base_image) if row.base_image else None
+        ws = catalog.workspace(row.workspace)
         out.append(Image(
             id=row.id, display_name=f"{row.name} (saved by {row.owner}{'' if row.published else ', private'})",
             image=row.image, source="custom", workspaces=[row.workspace],
             accelerator=base.accelerator if base else Accelerator.cpu,
             kinds=list(base.kinds) if base else list(Kind),
             description=f"saved from {row.base_image or 'an instance'} on {row.created_at:%Y-%m-%d %H:%M} UTC",
+            # Kubernetes pulls it from the saved-image registry with the workspace's secret
+            pull_secret=ws.image_pull_secret if ws else None,
         ))
     return out
 
