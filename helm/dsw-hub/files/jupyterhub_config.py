@@ -20,8 +20,9 @@ hub, single = settings["hub"], settings["singleuser"]
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
 
-# --- the product: the same as one machine. No container engine here: the DSW service runs
-# without one (saving instances as images is refused). Its state lives in the hub's database
+# --- the product: the same as one machine. No container engine here: the DSW service saves
+# instances through the node image agent (imageAgent.enabled: settings.json names its namespace,
+# selector, token file and registry; refused without it). Its state lives in the hub's database
 # (DSW_STATE_DB_URL from the Secret) or in a sqlite file on the hub's volume (DSW_STATE).
 dsw = HubSettings.from_environ(os.environ, catalog_path=str(CONFIG_DIR / "catalog.yaml"), **settings["dsw"])
 configure(c, dsw)
