@@ -486,13 +486,32 @@ def place(pods: list[dict], agents: list[dict], *, user: str, server: str, ws: s
 def kube_pods(settings: KubeSettings, ws: str) -> tuple[list[dict], list[dict]]:
     """The workspace's instance pods and the agent pods (kubernetes_asyncio, run to completion
     in this worker thread)."""
+    from .kube.objects import namespace_name
+
+    pods, agents = _list_pods([(namespace_name(settings.namespace_template, ws), f"dsw/workspace={ws}"),
+                               (settings.agent_namespace, settings.agent_selector)])
+    return pods, agents
+
+
+def kube_in_use(settings: KubeSettings, ws: str, image_id: str) -> list[str]:
+    """Names of the workspace's pods started from the saved image ``image_id`` (label
+    ``dsw/image``, as ``in_use`` asks the engine), finished pods left out."""
+    from .kube.objects import namespace_name
+
+    (pods,) = _list_pods([(namespace_name(settings.namespace_template, ws),
+                           f"dsw/workspace={ws},dsw/image={image_id}")])
+    return [p["metadata"]["name"] for p in pods
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+def _list_pods(queries: list[tuple[str, str]]) -> list[list[dict]]:
+    """Pods per (namespace, label selector), as raw JSON (kubernetes_asyncio, run to completion
+    in this worker thread; in-cluster config, or KUBECONFIG)."""
     import asyncio
 
     from kubernetes_asyncio import client as kclient
     from kubernetes_asyncio import config as kconfig
     from kubernetes_asyncio.config.config_exception import ConfigException
-
-    from .kube.objects import namespace_name
 
     async def fetch():
         cfg = kclient.Configuration()
@@ -505,12 +524,12 @@ def kube_pods(settings: KubeSettings, ws: str) -> tuple[list[dict], list[dict]]:
             raise SaveError(500, f"the service cannot reach the Kubernetes API: {exc}") from None
         async with kclient.ApiClient(configuration=cfg) as api:
             core = kclient.CoreV1Api(api)
-            ns = namespace_name(settings.namespace_template, ws)
-            # raw JSON (no models): only a few fields are read, and nothing is re-validated
-            pods = await core.list_namespaced_pod(ns, label_selector=f"dsw/workspace={ws}", _preload_content=False)
-            agents = await core.list_namespaced_pod(settings.agent_namespace, label_selector=settings.agent_selector,
-                                                    _preload_content=False)
-            return json.loads(await pods.read()).get("items") or [], json.loads(await agents.read()).get("items") or []
+            out = []
+            for ns, selector in queries:
+                # raw JSON (no models): only a few fields are read, and nothing is re-validated
+                r = await core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
+                out.append(json.loads(await r.read()).get("items") or [])
+            return out
     try:
         return asyncio.run(fetch())
     except kclient.ApiException as exc:
@@ -559,4 +578,4 @@ def agent_settings_token() -> str:
 
 __all__ = ["Saved", "SaveError", "save", "push", "remove_tag", "in_use", "image_ref", "registry_prefix",
            "registry_host", "valid_name", "new_id", "find_container", "client", "delete_from_registry",
-           "save_on_kube", "KubeSettings", "place"]
+           "save_on_kube", "kube_in_use", "KubeSettings", "place"]

@@ -459,16 +459,22 @@ def publish_image(user: dict, ws: str, image_id: str) -> dict:
 
 def delete_image(user: dict, ws: str, image_id: str) -> dict:
     """Refused (409) while an instance runs from the image; else the local tag, the registry's
-    manifest (best effort) and the row go. Blocking: call it from a thread."""
+    manifest (best effort) and the row go. On Kubernetes (no engine) the instances are the
+    workspace's pods and there is no local tag. Blocking: call it from a thread."""
     require(user, Action.publish_image, ws, image_id)
     with attempt(user, "delete-image", ws, image_id) as ctx:
         ref = ops.saved_image_or_404(ctx, ws, image_id).image
-    using = _engine(snapshots.in_use, image_id)
+    kube = None if os.environ.get("DSW_ENGINE_URL") else snapshots.KubeSettings.from_environ()
     with attempt(user, "delete-image", ws, image_id):
+        try:
+            using = snapshots.kube_in_use(kube, ws, image_id) if kube else _engine(snapshots.in_use, image_id)
+        except snapshots.SaveError as exc:  # the Kubernetes API cannot be asked: delete nothing
+            raise OpError(exc.status, exc.message) from None
         if using:
             raise OpError(409, f"instances run from {image_id}: {', '.join(using)}; stop them first")
     try:
-        _engine(snapshots.remove_tag, ref)
+        if kube is None:
+            _engine(snapshots.remove_tag, ref)
     except Exception as exc:
         with context(user["name"]) as ctx:
             ctx.audit("delete-image", ws, image_id, "failed", str(exc))

@@ -124,3 +124,62 @@ async def test_a_wrong_token_is_refused_by_the_agent(kube_env, kube_agent, hub_i
     with pytest.raises(snapshots.SaveError) as err:
         await save(user="k-ann", server="lab", name="forged", tag="saved-kube000004")
     assert err.value.status == 502 and "(401)" in err.value.message
+
+
+async def test_deleting_a_saved_image_on_kubernetes_checks_the_pods(emulator, tmp_path, monkeypatch,  # noqa: F811
+                                                                     registry):
+    """No engine (Kubernetes): the DSW service's delete asks the workspace's pods (label
+    dsw/image) whether an instance runs from the image; refused while one does, then the
+    registry's manifest and the row go. A member without publish rights is refused."""
+    import json
+
+    import yaml
+
+    from spawner_ext import rbac
+    from spawner_ext.catalog.db import SavedImage, sessions
+    from spawner_ext.roles import Action
+    from spawner_ext.service import actions
+    from tests.conftest import BASE_CATALOG
+
+    (tmp_path / "kubeconfig").write_text(kubeconfig_for(emulator))
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(BASE_CATALOG))
+    db = f"sqlite:///{tmp_path}/state.sqlite"
+    monkeypatch.setattr(actions.Settings, "catalog_path", str(tmp_path / "catalog.yaml"))
+    monkeypatch.setattr(actions.Settings, "db_url", db)
+    monkeypatch.delenv("DSW_ENGINE_URL", raising=False)
+    for key, value in {"KUBECONFIG": str(tmp_path / "kubeconfig"), "DSW_KUBE_AGENT_NAMESPACE": "dsw",
+                       "DSW_KUBE_NAMESPACE_TEMPLATE": "dsw-{workspace}", "DSW_IMAGE_REGISTRY": f"{registry.host}/dsw",
+                       "DSW_IMAGE_REGISTRY_TLS_VERIFY": "0"}.items():
+        monkeypatch.setenv(key, value)
+    ref = f"{registry.host}/dsw/vision/k-del/gone:saved-kdel00001"
+    from tests.agent.conftest import BASE_LOCAL
+    subprocess.run(["podman", "push", "-q", "--tls-verify=false", BASE_LOCAL, ref], check=True)
+    with sessions(db)() as s, s.begin():
+        s.add(SavedImage(id="saved-kdel00001", workspace="vision", owner="bob", name="gone", image=ref,
+                         base_image="nb-cpu"))
+    running = pod("jupyter-bob-from-saved", "dsw-vision", "node-a", image=ref, container_id="c0ffee",
+                  labels={"dsw/workspace": "vision", "dsw/managed": "true", "dsw/image": "saved-kdel00001"})
+    await create(emulator, running)
+    owner = {"name": "alice", "scopes": [rbac.scope(Action.publish_image, "vision")]}
+
+    # a member who may not publish (so not delete): refused, nothing touched
+    with pytest.raises(actions.OpError) as err:
+        await asyncio.to_thread(actions.delete_image, {"name": "bob", "scopes": []}, "vision", "saved-kdel00001")
+    assert err.value.status == 403
+    # an instance runs from it: refused naming the pod, the image stays in the registry
+    with pytest.raises(actions.OpError) as err:
+        await asyncio.to_thread(actions.delete_image, owner, "vision", "saved-kdel00001")
+    assert err.value.status == 409 and "jupyter-bob-from-saved" in err.value.message
+    manifest = f"http://{registry.host}/v2/dsw/vision/k-del/gone/manifests/saved-kdel00001"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"}
+    assert requests.get(manifest, headers=accept, timeout=5).status_code == 200
+
+    # the pod stopped (a finished pod does not count): deleted from the registry and the list
+    url = f"{str(emulator.url).rstrip('/')}/api/v1/namespaces/dsw-vision/pods/jupyter-bob-from-saved"
+    r = await asyncio.to_thread(requests.delete, url, timeout=10)
+    assert r.status_code in (200, 202), r.text
+    done = await asyncio.to_thread(actions.delete_image, owner, "vision", "saved-kdel00001")
+    assert done == {"deleted": "saved-kdel00001", "image": ref, "registry": "ok"}, json.dumps(done)
+    assert requests.get(manifest, headers=accept, timeout=5).status_code == 404
+    with sessions(db)() as s:
+        assert s.get(SavedImage, "saved-kdel00001") is None
