@@ -18,8 +18,11 @@ nothing is read or logged).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
+
+from .lifetime import die_with_parent, watch_parent
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux
 
@@ -48,7 +51,7 @@ def listening_socket(ip: str, port: int) -> socket.socket:
     return sock
 
 
-async def relay(listen_ip: str, listen_port: int, hub_ip: str, hub_port: int) -> None:
+async def relay(listen_ip: str, listen_port: int, hub_ip: str, hub_port: int, parent: int = 0) -> None:
     async def handle(reader, writer):
         try:
             hub_reader, hub_writer = await asyncio.open_connection(hub_ip, hub_port)
@@ -58,13 +61,16 @@ async def relay(listen_ip: str, listen_port: int, hub_ip: str, hub_port: int) ->
         await asyncio.gather(_pipe(reader, hub_writer), _pipe(hub_reader, writer))
 
     server = await asyncio.start_server(handle, sock=listening_socket(listen_ip, listen_port))
+    watcher = asyncio.create_task(watch_parent(parent)) if parent else None  # noqa: F841 (kept alive)
     async with server:
         await server.serve_forever()
 
 
 def main(argv: list[str]) -> None:
     listen_ip, listen_port, hub_ip, hub_port = argv
-    asyncio.run(relay(listen_ip, int(listen_port), hub_ip, int(hub_port)))
+    parent = os.getppid()
+    die_with_parent(parent)  # a relay outliving a killed hub would keep the next hub's address
+    asyncio.run(relay(listen_ip, int(listen_port), hub_ip, int(hub_port), parent))
 
 
 if __name__ == "__main__":

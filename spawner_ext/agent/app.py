@@ -23,6 +23,7 @@ import threading
 from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..lifetime import die_with_parent, started_by_hub
 from . import layer as layers
 from . import locate, packages, publish
 
@@ -170,6 +171,8 @@ def main() -> None:
                    help="one machine: write the agent's URL and token file into the hub's state folder "
                         "(image-agent.json), where the DSW service finds it; removed again on exit")
     args = p.parse_args()
+    if started_by_hub():  # one machine: a hub-managed service, gone with its hub
+        die_with_parent(os.getppid())
     app = create_app()
     announced = announce(args.announce, f"http://{args.host}:{args.port}") if args.announce else ""
     try:
