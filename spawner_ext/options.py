@@ -6,23 +6,21 @@ returns (400 for bad values, 403 for what the member's role forbids).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Mapping
 
+from . import policy
 from .catalog.models import Accelerator, Catalog, Image, Kind
+from .errors import OptionsError
 from .naming import home_volume_name, label_value, server_label, server_slug, slug
 from .roles import Action, allowed
 from .spec import HOME, START_URL, InstanceSpec, Mount
 from .storage.mounts import MountError, resolve_mounts
 
-KNOWN_OPTIONS = {"workspace", "image", "image_ref", "instance_type", "resource_group", "kind", "mounts"}
+KNOWN_OPTIONS = {"workspace", "image", "image_ref", "instance_type", "resource_group", "kind", "mounts",
+                 "idle_minutes", "stop_at", "stop_in_hours", "startup_script"}
 
 
-class OptionsError(ValueError):
-    def __init__(self, status: int, field: str, message: str):
-        self.status = status
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 def _text(options: Mapping[str, Any], key: str) -> str | None:
@@ -75,8 +73,12 @@ def _pick_image(catalog: Catalog, ws: str, role: str, kind: Kind,
     return image
 
 
-def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any]) -> InstanceSpec:
-    """Validate ``options`` for ``user`` and build the spec; raise OptionsError on any problem."""
+def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any],
+            idle: policy.IdleBounds = policy.IdleBounds(), now: dt.datetime | None = None) -> InstanceSpec:
+    """Validate ``options`` for ``user`` and build the spec; raise OptionsError on any problem.
+
+    ``idle`` is the platform's idle policy (hub settings); the workspace's bound is in the
+    catalogue (``Workspace.idle_max_minutes``, run-time changes applied by the live catalogue)."""
     if not isinstance(options, Mapping):
         raise OptionsError(400, "options", "must be a JSON object")
     unknown = sorted(set(options) - KNOWN_OPTIONS)
@@ -130,6 +132,15 @@ def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any]
     except MountError as exc:
         raise OptionsError(400, exc.field, exc.message) from None
 
+    workspace_max = catalog.workspace(ws).idle_max_minutes
+    if workspace_max is not None:
+        workspace_max = min(workspace_max, idle.max_minutes)
+    idle_minutes = policy.effective_idle(options.get("idle_minutes"), workspace_max, idle)
+    stop_at = None
+    if options.get("stop_at") not in (None, "") or options.get("stop_in_hours") not in (None, ""):
+        stop_at = policy.stop_time(at=options.get("stop_at"), in_hours=options.get("stop_in_hours"), now=now)
+    script = policy.startup_script(options.get("startup_script"))
+
     labels = {
         "dsw/user": label_value(user),
         "dsw/server": server_label(server),
@@ -155,5 +166,5 @@ def resolve(catalog: Catalog, user: str, server: str, options: Mapping[str, Any]
         tolerations=tuple(t.model_dump(exclude_none=True) for t in group.tolerations),
         priority_class=group.priority_class, labels=labels, env=env,
         home=Mount(type="volume", source=home_volume_name(ws, user), mount_path=HOME, name="home"),
-        mounts=mounts,
+        mounts=mounts, idle_minutes=idle_minutes, stop_at=stop_at, startup_script=script,
     )

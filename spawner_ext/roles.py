@@ -26,19 +26,21 @@ class Action(StrEnum):
     free_image = "launch-free-form-image"
     manage_members = "manage-members"
     set_member_quota = "set-member-quota"
+    set_policy = "set-lifecycle-policy"  # the workspace's idle limit
 
 
 ACTION_TEXT: dict[Action, str] = {
     Action.view: "see the workspace's images, instance types, resource groups, quotas and usage",
     Action.list_instances: "list the workspace's instances",
-    Action.use_own: "create, start, stop, open own instances",
+    Action.use_own: "create, start, stop, open own instances, schedule their stop",
     Action.open_shared: "open another member's instance shared with the workspace",
-    Action.manage_any: "stop or restart any instance of the workspace",
+    Action.manage_any: "stop, restart or schedule the stop of any instance of the workspace",
     Action.save_image: "save own instance as an image",
     Action.publish_image: "publish an image to the workspace, delete workspace images",
     Action.free_image: "launch from a free-form image reference (allowlisted registries)",
     Action.manage_members: "add/remove members, change roles",
     Action.set_member_quota: "set member quotas inside the workspace",
+    Action.set_policy: "set the workspace's idle shutdown limit",
 }
 
 _ALL = set(Role)
@@ -56,6 +58,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.free_image: frozenset(_MANAGERS),
     Action.manage_members: frozenset(_MANAGERS),
     Action.set_member_quota: frozenset(_MANAGERS),
+    Action.set_policy: frozenset(_MANAGERS),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -86,6 +87,11 @@ class InstanceSpec:
     env: dict[str, str] = field(default_factory=dict)
     home: Mount | None = None
     mounts: tuple[Mount, ...] = ()
+    # lifecycle policy (spawner_ext/policy.py): minutes idle before the culler stops it (0 never),
+    # a scheduled stop (naive UTC) and the member's start-up script ("" none)
+    idle_minutes: float = 0.0
+    stop_at: dt.datetime | None = None
+    startup_script: str = ""
 
     def home_labels(self) -> dict[str, str]:
         """A home volume outlives instances of every kind: only who and where it belongs to."""

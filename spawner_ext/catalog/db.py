@@ -115,6 +115,40 @@ class SavedImage(Base):
     layer_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
+class WorkspacePolicy(Base):
+    """A workspace's lifecycle policy set at run time by its owner/admins (revision 0003):
+    the longest idle time a member may choose (None: the platform's bound)."""
+
+    __tablename__ = "workspace_policies"
+    workspace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idle_max_minutes: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_by: Mapped[str] = mapped_column(String(128), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class InstanceLifecycle(Base):
+    """One instance's lifecycle (spawner_ext/instance_record.py, revision 0003): the idle limit it
+    runs with, its scheduled stop, why a stop is about to happen (the intent, written by
+    whoever asks the hub to stop it: idle culler, schedule timer, ops, quota reconcile) and
+    why it last stopped (written by the hub's post-stop hook, which consumes the intent)."""
+
+    __tablename__ = "instance_lifecycle"
+    user: Mapped[str] = mapped_column(String(128), primary_key=True)
+    server: Mapped[str] = mapped_column(String(255), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(64), index=True, default="")
+    idle_minutes: Mapped[float] = mapped_column(Float, default=0.0)  # 0: never culled
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    stop_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    stop_at_by: Mapped[str] = mapped_column(String(128), default="")
+    intent: Mapped[str] = mapped_column(String(16), default="")
+    intent_by: Mapped[str] = mapped_column(String(128), default="")
+    intent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_stop_reason: Mapped[str] = mapped_column(String(16), default="")
+    last_stop_by: Mapped[str] = mapped_column(String(128), default="")
+    last_stop_detail: Mapped[str] = mapped_column(Text, default="")
+    last_stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

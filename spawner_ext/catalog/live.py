@@ -1,12 +1,12 @@
 """The effective catalogue: the YAML baseline with run-time changes from the database
-(membership, saved images)."""
+(membership, saved images, lifecycle policy)."""
 
 from __future__ import annotations
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from .db import Allocation, MemberChange, MemberQuota, SavedImage
+from .db import Allocation, MemberChange, MemberQuota, SavedImage, WorkspacePolicy
 from .models import Accelerator, Capacity, Catalog, Image, Kind
 
 
@@ -18,7 +18,8 @@ def effective_catalog(catalog: Catalog, session: Session, viewer: str | None = N
     not exist for anybody else."""
     changes = session.scalars(select(MemberChange)).all()
     saved = saved_images(catalog, session, viewer)
-    if not changes and not saved:
+    policies = {p.workspace: p for p in session.scalars(select(WorkspacePolicy))}
+    if not changes and not saved and not policies:
         return catalog
     by_ws: dict[str, list[MemberChange]] = {}
     for ch in changes:
@@ -31,7 +32,10 @@ def effective_catalog(catalog: Catalog, session: Session, viewer: str | None = N
                 members.pop(ch.user, None)
             else:
                 members[ch.user] = ch.role
-        workspaces.append(ws.model_copy(update={"members": members}))
+        update = {"members": members}
+        if ws.id in policies:  # set at run time by the workspace's owner/admins (None: platform bound)
+            update["idle_max_minutes"] = policies[ws.id].idle_max_minutes
+        workspaces.append(ws.model_copy(update=update))
     return catalog.model_copy(update={"workspaces": workspaces, "images": [*catalog.images, *saved]})
 
 

@@ -55,6 +55,10 @@ class Workspace(Strict):
         default_factory=dict, description="initial allocation per resource group (platform admins change it at run time)")
     saved_layer_cap: Memory | None = Field(
         default=None, gt=0, description="largest new layer (compressed) a save may push, e.g. 2Gi; none: no cap")
+    idle_max_minutes: float | None = Field(
+        default=None, gt=0, description="longest idle time (minutes) a member may choose for an instance; owners "
+                                        "and admins change it at run time, within the platform's bound; none: the "
+                                        "platform's bound")
     image_pull_secret: str | None = Field(
         default=None, pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
         description="Kubernetes Secret in the workspace namespace for the saved-image registry: "
