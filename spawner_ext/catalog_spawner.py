@@ -10,10 +10,10 @@ from pathlib import Path
 
 import jinja2
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from . import quota
+from . import policy, quota
 from .catalog import Catalog, load_catalog
 from .catalog.db import sessions
 from .catalog.live import effective_catalog
@@ -58,6 +58,19 @@ class CatalogSpawnerMixin(LoggingConfigurable):
              "reservations, audit). Default: $DSW_STATE_DB_URL, else sqlite in $DSW_STATE.",
     )
 
+    idle_default_minutes = Float(
+        0, config=True,
+        help="Platform idle policy: minutes an instance may stay idle when neither its member nor its "
+             "workspace chose (0: never stopped for idleness). Set by hubconfig from DSW_IDLE_DEFAULT_MINUTES.")
+    idle_max_minutes = Float(
+        24 * 60, config=True,
+        help="Platform idle policy: the longest idle time a workspace may allow (its owners/admins set "
+             "theirs within it). Set by hubconfig from DSW_IDLE_MAX_MINUTES.")
+
+    @property
+    def idle_bounds(self) -> policy.IdleBounds:
+        return policy.IdleBounds(default_minutes=self.idle_default_minutes, max_minutes=self.idle_max_minutes)
+
     @default("state_db_url")
     def _default_state_db_url(self):
         return default_state_db_url()
@@ -96,7 +109,8 @@ class CatalogSpawnerMixin(LoggingConfigurable):
     def resolve_spec(self) -> InstanceSpec:
         """Blocking (reads the state database): call it off the event loop."""
         try:
-            return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {})
+            return resolve(self.catalog, self.user.name, self.name or "", self.user_options or {},
+                           idle=self.idle_bounds)
         except OptionsError as exc:
             raise web.HTTPError(exc.status, log_message=str(exc), reason=None) from None
 
