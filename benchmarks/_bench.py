@@ -51,6 +51,21 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of every live process in a process group: the hub started in its own session
+    with the proxy, the DSW service and the hub relay (containers belong to the engine, not here)."""
+    total = 0.0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
+
+
 def proc_mem_mb(pid: int) -> tuple[float, float]:
     """(resident, peak resident) MB of one process, from /proc/<pid>/status."""
     vals = {}

@@ -115,7 +115,7 @@ def main() -> None:
 
             def hub_arm(n: int, r: int) -> dict:
                 names = [(users[i % len(users)], f"n{n}r{r}i{i}") for i in range(n)]
-                load0, cpu0 = b.load(), b.proc_cpu_seconds(pid)
+                load0, cpu0, gcpu0 = b.load(), b.proc_cpu_seconds(pid), b.group_cpu_seconds(pid)
                 rec = None
                 if args.profile and n == top:
                     rec = subprocess.Popen([str(Path(b.sys.executable).parent / "py-spy"), "record", "--pid",
@@ -129,8 +129,9 @@ def main() -> None:
                     rec.send_signal(2)
                     rec.wait(60)
                 cpu = b.proc_cpu_seconds(pid) - cpu0
+                gcpu = b.group_cpu_seconds(pid) - gcpu0
                 rss, peak = b.proc_mem_mb(pid)
-                out = {"arm": "hub", "n": n, "times": times, "errors": errors, "wall": wall, "cpu": cpu,
+                out = {"arm": "hub", "n": n, "times": times, "errors": errors, "wall": wall, "cpu": cpu, "gcpu": gcpu,
                        "rss": rss, "peak": peak, "load": (load0, b.load())}
                 at_once(n, lambda i: b.hub_remove(hub.url, names[i][0], names[i][1], hub.token, args.timeout))
                 return out
@@ -158,7 +159,7 @@ def main() -> None:
                         res = arm(n, r)
                         results.append(res)
                         s = b.summary(res["times"])
-                        extra = (f", hub CPU {res['cpu']:.1f} s, RSS {res['rss']:.0f} MB (peak {res['peak']:.0f})"
+                        extra = (f", hub CPU {res['cpu']:.1f} s (with proxy, service, relay {res['gcpu']:.1f} s), RSS {res['rss']:.0f} MB (peak {res['peak']:.0f})"
                                  if res["arm"] == "hub" else "")
                         print(f"{res['arm']:4s} {n:3d} at once: failures {len(res['errors'])}, p50 "
                               f"{s['median']:.2f} s, p95 {s['p95']:.2f} s, max {s['max']:.2f} s, wall "
@@ -173,11 +174,11 @@ def main() -> None:
             b.bare_cleanup()
 
     print(f"\nload average at the end: {b.load()}")
-    print("| N at once | arm | failures | p50 s | p95 s | max s | wall s | hub CPU s | hub peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| N at once | arm | failures | p50 s | p95 s | max s | wall s | hub CPU s | hub+proxy+service+relay CPU s | hub peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for res in results:
         s = b.summary(res["times"])
-        cpu = f"{res['cpu']:.1f}" if "cpu" in res else "-"
+        cpu = f"{res['cpu']:.1f} | {res['gcpu']:.1f}" if "cpu" in res else "- | -"
         peak = f"{res['peak']:.0f}" if "peak" in res else "-"
         print(f"| {res['n']} | {res['arm']} | {len(res['errors'])} | {s['median']:.2f} | {s['p95']:.2f} | "
               f"{s['max']:.2f} | {res['wall']:.1f} | {cpu} | {peak} |")
