@@ -1,7 +1,7 @@
 """Many spawns at once: this hub against the same number of bare `podman run` at once.
 
     .venv/bin/python benchmarks/concurrent_spawns.py [--at-once 10 50] [--users 10] [--single 3]
-        [--rounds 1] [--timeout 300] [--ready-interval S] [--profile]
+        [--rounds 1] [--timeout 300] [--set CLASS.TRAIT=VALUE ...] [--profile]
 
 For each count N in --at-once: N spawns through the hub released together (threads behind a
 barrier), spread round-robin over --users members, each a named server (the benchmark's own
@@ -14,8 +14,8 @@ Prints per arm: failures, p50, p95, max, wall time; the ratios hub/bare at the s
 against a single hub spawn (measured first, --single times, alone), the hub process's CPU
 seconds during each hub arm and its peak resident memory, and the load average.
 
---ready-interval runs the hub with LifecycleMixin.ready_interval set (a config file that loads
-hub_config/jupyterhub_config.py and sets it), to compare probe intervals. --profile records the
+--set CLASS.TRAIT=VALUE (repeatable) runs the hub with that configuration (a config file that
+loads hub_config/jupyterhub_config.py and then sets it), to compare hub settings. --profile records the
 hub under py-spy during the largest hub arm (raw stacks in /tmp/dsw-hub-concurrent.pyspy.txt).
 
 Bounded: every spawn gives up after --timeout seconds (counted as a failure), and the clients
@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=3, help="single hub spawns first, one at a time")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300)
-    parser.add_argument("--ready-interval", type=float, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="CLASS.TRAIT=VALUE",
+                        help="hub configuration for this run, e.g. LifecycleMixin.ready_interval=0.25")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep-log", help="copy the hub log here")
     args = parser.parse_args()
@@ -84,11 +85,12 @@ def main() -> None:
         b.cleanup_engine(engine, prefix=b.PREFIX)
         b.bare_cleanup()
         hub = b.dsw_hub(tmp, engine_url, users, per_user, top)
-        if args.ready_interval is not None:
+        if args.set:
             cfg = tmp / "bench_config.py"
             cfg.write_text(f"c = get_config()\nload_subconfig({str(hub.config)!r})\n"
-                           f"c.LifecycleMixin.ready_interval = {args.ready_interval}\n")
+                           + "".join(f"c.{item.split('=', 1)[0]} = {item.split('=', 1)[1]}\n" for item in args.set))
             hub.config = cfg
+            print(f"hub configuration for this run: {args.set}")
         hub.start()
         pid = b.hub_pid(hub.proc)
         try:
