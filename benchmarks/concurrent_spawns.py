@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--set", action="append", default=[], metavar="CLASS.TRAIT=VALUE",
                         help="hub configuration for this run, e.g. LifecycleMixin.ready_interval=0.25")
+    parser.add_argument("--config-extra", help="a Python config file run after the README's hub config")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep-log", help="copy the hub log here")
     args = parser.parse_args()
@@ -85,12 +86,13 @@ def main() -> None:
         b.cleanup_engine(engine, prefix=b.PREFIX)
         b.bare_cleanup()
         hub = b.dsw_hub(tmp, engine_url, users, per_user, top)
-        if args.set:
+        if args.set or args.config_extra:
             cfg = tmp / "bench_config.py"
             cfg.write_text(f"c = get_config()\nload_subconfig({str(hub.config)!r})\n"
-                           + "".join(f"c.{item.split('=', 1)[0]} = {item.split('=', 1)[1]}\n" for item in args.set))
+                           + "".join(f"c.{item.split('=', 1)[0]} = {item.split('=', 1)[1]}\n" for item in args.set)
+                           + (Path(args.config_extra).read_text() if args.config_extra else ""))
             hub.config = cfg
-            print(f"hub configuration for this run: {args.set}")
+            print(f"hub configuration for this run: {args.set} {args.config_extra or ''}")
         hub.start()
         pid = b.hub_pid(hub.proc)
         try:
