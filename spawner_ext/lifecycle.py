@@ -45,7 +45,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, default
 
-from . import quota
+from . import instance_record, quota
 from .catalog.db import Reservation
 from .catalog_spawner import CatalogSpawnerMixin
 from .quantities import format_memory
@@ -180,6 +180,8 @@ class LifecycleMixin(CatalogSpawnerMixin):
 
     # --- state -------------------------------------------------------------------------
     _ever_started = False
+    _start_failed = False  # this spawner's last start failed: its end is not a stop to record
+    _exit_status: int | None = None  # what poll() last saw when the server was gone
     _spec: InstanceSpec | None = None
     _dsw_progress: Progress | None = None
     _spawn_handler = None
@@ -262,6 +264,9 @@ class LifecycleMixin(CatalogSpawnerMixin):
             spec = self._spec or await self._options_to_spec()
             await asyncio.to_thread(self._admit, spec)  # 403 refusal; nothing made yet
             admitted = True
+            self._start_failed, self._exit_status = False, None
+            # this run's idle limit and scheduled stop (the culler and the service read them)
+            await asyncio.to_thread(instance_record.record_start, self.sessions, spec)
             keys = await self._storage_preflight(spec)  # 400 refusal; nothing made yet
             await self.engine_prepare(spec)
             for m in spec.mounts:
@@ -274,9 +279,11 @@ class LifecycleMixin(CatalogSpawnerMixin):
             self.emit(100, f"Server ready: opening {spec.start_url}")
             self._ever_started = True
             self._spawn_handler = None
+            self._exit_status = None  # only a poll after it was ready can say it died
             return url
         except BaseException as exc:
             if admitted:
+                self._start_failed = True
                 await asyncio.shield(self.release_instance("start failed", now=True))
             self._refused_early = not admitted and is_refusal(exc)
             self._failed_with(exc)
@@ -335,7 +342,10 @@ class LifecycleMixin(CatalogSpawnerMixin):
 
     # --- every end ------------------------------------------------------------------------
     async def poll(self):
-        return await self.engine_poll()
+        status = await self.engine_poll()
+        if status is not None:
+            self._exit_status = status  # why it stopped: died on its own, unless someone asked
+        return status
 
     async def stop(self, now=False):
         await self.release_instance("stopped", now=now)
@@ -347,6 +357,15 @@ class LifecycleMixin(CatalogSpawnerMixin):
                 await self.release_instance("server ended")
         except Exception:
             self.log.exception("%s: release after the server ended failed", self._log_name)
+        if not self._refused_early and not self._start_failed:
+            try:  # why it stopped: an intent (culler, schedule, ops, quota), a death, else its owner
+                last = await asyncio.to_thread(instance_record.record_stop, self.sessions, self.user.name,
+                                               self.name or "", self._exit_status)
+                self.log.info("%s: stopped (%s%s)", self._log_name, last.reason.value,
+                              f" by {last.by}" if last.by and last.by != self.user.name else "")
+            except Exception:
+                self.log.exception("%s: recording why it stopped failed", self._log_name)
+        self._exit_status = None
         return await _maybe_await(super().run_post_stop_hook())
 
     async def delete_forever(self):

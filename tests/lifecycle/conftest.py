@@ -193,6 +193,12 @@ class Backend:
         with sessions(f"sqlite:///{self.hub.state}/dsw.sqlite")() as s:
             return {(r.user, r.server) for r in s.execute(select(Reservation)).scalars()}
 
+    def last_stop(self, user: str, server: str) -> tuple[str, str, str]:
+        """(reason, by, detail) of the instance's last stop, as the workspace page shows it."""
+        from spawner_ext import instance_record
+        row = instance_record.get(sessions(f"sqlite:///{self.hub.state}/dsw.sqlite"), user, server)
+        return (row.last_stop_reason, row.last_stop_by, row.last_stop_detail) if row else ("", "", "")
+
     def instance_exists(self, user: str, server: str) -> bool:
         raise NotImplementedError
 

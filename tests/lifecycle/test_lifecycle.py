@@ -144,6 +144,8 @@ def test_death_on_its_own_releases_quota_and_instance(backend):
     model = servers(hub)["lc-dies"]  # the record stays (it ran), stopped
     assert not model["ready"] and not model["pending"]
     assert "lc-dies: server ended: released" in hub.log.read_text()
+    reason, by, detail = backend.last_stop(USER, "lc-dies")  # nobody asked: it died, with its exit status
+    assert reason == "died" and by == "" and detail.startswith("exit status "), (reason, by, detail)
     # and it starts again
     r = hub.spawn(USER, "lc-dies", GOOD)
     assert r.status_code in (201, 202), r.text
@@ -163,6 +165,7 @@ def test_removal_releases_everything(backend):
     assert not backend.instance_exists(USER, "lc-rm")
     log = hub.log.read_text()
     assert "lc-rm: stopped: released" in log and "not fully released" not in log
+    assert backend.last_stop(USER, "lc-rm")[:2] == ("user", USER)  # its owner asked
 
 
 def test_hub_restart_after_death_leaves_no_reservation(backend):
