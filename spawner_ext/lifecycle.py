@@ -119,6 +119,10 @@ class LifecycleMixin(CatalogSpawnerMixin):
 
     storage_timeout = Float(15, config=True, help="Seconds for each OSS access check (and each s3fs mount).")
     ready_interval = Float(0.02, config=True, help="Seconds between readiness probes while a server starts.")
+    max_probe_rate = Float(50, config=True, help="Readiness probes per second shared by all servers starting at once.")
+    max_exit_check_rate = Float(
+        10, config=True, help="Checks per second, shared by all servers starting at once, that a server did not exit.")
+    _probing = 0  # servers being probed right now, in this hub
     refusal_memory = Float(
         120, config=True,
         help="Seconds a refused spawn's message stays readable for a spawn-pending page that has not "
@@ -317,10 +321,23 @@ class LifecycleMixin(CatalogSpawnerMixin):
 
     async def probe_until_up(self, url: str, exit_detail=None) -> None:
         """Probe ``url`` until any HTTP answer, so the hub's own wait never backs off; fail
-        early (with ``exit_detail()``) when ``poll`` says the server exited."""
+        early (with ``exit_detail()``) when ``poll`` says the server exited.
+
+        Why paced: one server alone is probed every ``ready_interval`` (20 ms), but probes and
+        exit checks are shared out across every server starting at once (``max_probe_rate``,
+        ``max_exit_check_rate`` per second in all). Unpaced, 50 starts on 2 cores meant 2,500
+        probes a second: the hub took 86 CPU s and starved the very servers it waited for, and
+        42 of 50 missed the start timeout (benchmarks/concurrent_spawns.py, docs/benchmarks.md)."""
         http = AsyncHTTPClient()
         deadline = time.monotonic() + self.start_timeout
         next_check = time.monotonic() + 1
+        LifecycleMixin._probing += 1
+        try:
+            await self._probe_loop(http, url, deadline, next_check, exit_detail)
+        finally:
+            LifecycleMixin._probing -= 1
+
+    async def _probe_loop(self, http, url: str, deadline: float, next_check: float, exit_detail) -> None:
         while time.monotonic() < deadline:
             try:
                 await http.fetch(url, request_timeout=2, connect_timeout=1)
@@ -331,13 +348,13 @@ class LifecycleMixin(CatalogSpawnerMixin):
             except OSError:
                 pass
             if time.monotonic() >= next_check:
-                next_check = time.monotonic() + 1
+                next_check = time.monotonic() + max(1.0, LifecycleMixin._probing / self.max_exit_check_rate)
                 status = await self.poll()
                 if status is not None:
                     detail = await exit_detail() if exit_detail else ""
                     raise web.HTTPError(500, log_message=f"the server exited with status {status} while starting"
                                                + (f": {detail}" if detail else ""))
-            await asyncio.sleep(self.ready_interval)
+            await asyncio.sleep(max(self.ready_interval, LifecycleMixin._probing / self.max_probe_rate))
         raise web.HTTPError(500, log_message=f"the server did not answer within {self.start_timeout} s")
 
     # --- every end ------------------------------------------------------------------------
