@@ -19,11 +19,13 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from .. import snapshots
-from ..catalog.db import AuditEvent, WorkspaceShare, sessions
+from .. import instance_record, policy, snapshots
+from ..catalog.db import AuditEvent, InstanceLifecycle, WorkspacePolicy, WorkspaceShare, now, sessions
 from ..catalog.live import allocation
 from ..catalog.models import Capacity
 from ..catalog_spawner import cached_catalog, default_state_db_url
+from ..errors import OptionsError
+from ..instance_record import StopReason
 from ..quantities import format_memory
 from ..quota import usage
 from ..roles import ACTION_TEXT, Action, Role
@@ -38,6 +40,24 @@ log = logging.getLogger("dsw.actions")
 class Settings:
     catalog_path = os.environ.get("DSW_CATALOG", "")
     db_url = os.environ.get("DSW_STATE_DB_URL") or default_state_db_url()
+
+
+def idle_bounds() -> policy.IdleBounds:
+    """The platform's idle bounds: the hub settings DSW_IDLE_DEFAULT_MINUTES and
+    DSW_IDLE_MAX_MINUTES, passed by the hub in the service's environment (the spawner gets
+    the same settings as traits); absent, policy.IdleBounds' defaults, as the spawner's."""
+    base = policy.IdleBounds()
+    def minutes(name: str, default: float) -> float:
+        try:
+            return float(os.environ.get(name, "") or default)
+        except ValueError:
+            return default
+    return policy.IdleBounds(default_minutes=minutes("DSW_IDLE_DEFAULT_MINUTES", base.default_minutes),
+                             max_minutes=minutes("DSW_IDLE_MAX_MINUTES", base.max_minutes))
+
+
+def lifecycle_sessions():
+    return sessions(Settings.db_url)
 
 
 @contextmanager
@@ -120,16 +140,46 @@ def overview(user: dict, ws: str) -> dict:
         return ops.overview(ctx, ws)
 
 
+def _iso(when) -> str | None:
+    return when.isoformat() + "Z" if when else None
+
+
+def lifecycle_view(row) -> dict:
+    """An instance's lifecycle as members see it: its idle limit (minutes, 0 = never stopped
+    for idleness; None when it started before lifecycle records), its scheduled stop and who
+    set it, and why it last stopped. Never its start-up script or options (they may hold
+    secrets, and a visitor sees this list too)."""
+    if row is None:
+        return {"idle_minutes": None, "scheduled_stop": None, "last_stop": None}
+    return {
+        "idle_minutes": row.idle_minutes if row.started_at or row.idle_minutes else None,
+        "scheduled_stop": {"at": _iso(row.stop_at), "by": row.stop_at_by} if row.stop_at else None,
+        "last_stop": {"reason": row.last_stop_reason, "by": row.last_stop_by, "detail": row.last_stop_detail,
+                      "at": _iso(row.last_stopped_at)} if row.last_stop_reason else None,
+    }
+
+
 async def instances(user: dict, ws: str) -> list[dict]:
-    """Reservations of the workspace, each with the hub's view of its server."""
+    """Reservations of the workspace, each with the hub's view of its server (state, last
+    activity) and its lifecycle (idle limit, scheduled stop, last stop); instances of the
+    workspace that are stopped now are listed after them with why they stopped."""
     def rows():
         require(user, Action.list_instances, ws, ws)
         with context(user["name"]) as ctx:
-            return ops.instances(ctx, ws)
-    found = await asyncio.to_thread(rows)
+            running = ops.instances(ctx, ws)
+        return running, instance_record.for_workspace(lifecycle_sessions(), ws)
+    found, records = await asyncio.to_thread(rows)
+    seen = {(r["user"], r["server"]) for r in found}
+    for (owner, server), rec in sorted(records.items()):
+        if (owner, server) not in seen:
+            found.append({"user": owner, "server": server, "kind": "", "resource_group": "", "instance_type": "",
+                          "cpu": 0, "memory": 0, "gpu": 0, "since": None})
     states = await hub_api.server_states({r["user"] for r in found})
     for r in found:
-        r["state"] = states.get((r["user"], r["server"]), "stopped")
+        hub = states.get((r["user"], r["server"]), {})
+        r["state"] = hub.get("state", "stopped")
+        r["last_activity"] = hub.get("last_activity")
+        r.update(lifecycle_view(records.get((r["user"], r["server"]))))
     return found
 
 
@@ -204,8 +254,16 @@ def _audit(user: dict, action: str, ws: str, target: str, outcome: str, detail: 
         ctx.audit(action, ws, target, outcome, detail)
 
 
+def _mark_ops(user: dict, owner: str, server: str) -> None:
+    """Before stopping another member's instance: the stop's reason is ops, by the caller
+    (the hub's post-stop hook records it; instance_record says why an intent is needed)."""
+    if owner != user["name"]:
+        instance_record.mark_intent(lifecycle_sessions(), owner, server, StopReason.ops, user["name"])
+
+
 async def stop_instance(user: dict, ws: str, owner: str, server: str) -> dict:
     await asyncio.to_thread(_instance_check, user, ws, owner, server, "stop-instance")
+    await asyncio.to_thread(_mark_ops, user, owner, server)
     status = await hub_api.stop_server(owner, server)
     await asyncio.to_thread(_audit, user, "stop-instance", ws, f"{owner}/{server}", "ok", f"hub answered {status}")
     return {"stopping": f"{owner}/{server}", "hub_status": status}
@@ -220,6 +278,7 @@ async def restart_instance(user: dict, ws: str, owner: str, server: str) -> dict
         await asyncio.to_thread(_audit, user, "restart-instance", ws, f"{owner}/{server}", "refused", "not running")
         raise OpError(409, f"{owner}/{server or 'default'} is not running; only a running instance restarts")
     options = model.get("user_options") or {}
+    await asyncio.to_thread(_mark_ops, user, owner, server)
     try:
         status = await hub_api.restart_server(owner, server, options)
     except (httpx.HTTPError, TimeoutError) as exc:
@@ -229,6 +288,76 @@ async def restart_instance(user: dict, ws: str, owner: str, server: str) -> dict
     await asyncio.to_thread(_audit, user, "restart-instance", ws, f"{owner}/{server}", "ok",
                             f"with the owner's last options {sorted(options)}")
     return {"restarting": f"{owner}/{server}", "hub_status": status, "user_options": options}
+
+
+def _options_error(exc: OptionsError) -> OpError:
+    return OpError(exc.status, f"{exc.field}: {exc.message}")
+
+
+# --- lifecycle policy and scheduled stops ---------------------------------------------------
+def get_policy(user: dict, ws: str) -> dict:
+    """The workspace's idle bound (None: the platform's applies) with the platform's bounds."""
+    require(user, Action.view, ws, ws)
+    with context(user["name"]) as ctx:
+        w = ops.workspace_or_404(ctx.catalog, ws)
+        row = ctx.session.get(WorkspacePolicy, ws)
+        bounds = idle_bounds()
+        return {"workspace": ws, "idle_max_minutes": w.idle_max_minutes,
+                "platform_idle_default_minutes": bounds.default_minutes,
+                "platform_idle_max_minutes": bounds.max_minutes,
+                "updated_by": row.updated_by if row else "", "updated_at": _iso(row.updated_at) if row else None}
+
+
+def set_policy(user: dict, ws: str, idle_max_minutes) -> dict:
+    """Owners/admins of ``ws`` (Action.set_policy) or a platform admin set the workspace's idle
+    bound within the platform's (400 naming idle_max_minutes); None clears it. Audited.
+    Instances already running keep the limit they started with; new spawns are bounded."""
+    require(user, Action.set_policy, ws, ws)
+    with attempt(user, "set-lifecycle-policy", ws, ws) as ctx:
+        ops.workspace_or_404(ctx.catalog, ws)
+        try:
+            minutes = policy.workspace_idle_max(idle_max_minutes, idle_bounds())
+        except OptionsError as exc:
+            raise _options_error(exc) from None
+        ctx.session.merge(WorkspacePolicy(workspace=ws, idle_max_minutes=minutes, updated_by=user["name"],
+                                          updated_at=now()))
+        ctx.audit("set-lifecycle-policy", ws, ws, "ok",
+                  f"idle_max_minutes={minutes:g}" if minutes is not None else "idle_max_minutes cleared")
+    return get_policy(user, ws)
+
+
+def _schedule(user: dict, ws: str, owner: str, server: str, when) -> dict:
+    """Set (``when``) or clear (None) the scheduled stop of ``owner/server`` running in ``ws``."""
+    me, target = user["name"], f"{owner}/{server}"
+    action = "schedule-stop" if when else "clear-scheduled-stop"
+    _instance_check(user, ws, owner, server, action)
+    db = lifecycle_sessions()
+    with db() as s, s.begin():  # an instance started before lifecycle records gets one now
+        if s.get(InstanceLifecycle, (owner, server)) is None:
+            s.add(InstanceLifecycle(user=owner, server=server, workspace=ws, idle_minutes=0.0, stop_at_by="",
+                                    intent="", intent_by="", last_stop_reason="", last_stop_by="",
+                                    last_stop_detail=""))
+    if not instance_record.set_stop_at(db, owner, server, when, me):
+        raise OpError(404, f"no running instance {owner}/{server or 'default'} in workspace {ws}")
+    if owner != me:  # the owner's own schedule is theirs; anybody else's is audited
+        _audit(user, action, ws, target, "ok", f"stop at {_iso(when)}" if when else "cleared")
+    return {"instance": target, "workspace": ws, **lifecycle_view(instance_record.get(db, owner, server))}
+
+
+def schedule_stop(user: dict, ws: str, owner: str, server: str, stop_at=None, stop_in_hours=None) -> dict:
+    """A "stop at <time>" or "stop in N hours": the owner on their own instance (use_own), the
+    workspace's ops/admins/owner on any of its instances (manage_any). The service's timer
+    stops it when the time comes (``schedule.fire_due``); the time lives in the state database."""
+    try:
+        when = policy.stop_time(at=stop_at, in_hours=stop_in_hours)
+    except OptionsError as exc:
+        _instance_check(user, ws, owner, server, "schedule-stop")  # 403/404 before 400
+        raise _options_error(exc) from None
+    return _schedule(user, ws, owner, server, when)
+
+
+def clear_scheduled_stop(user: dict, ws: str, owner: str, server: str) -> dict:
+    return _schedule(user, ws, owner, server, None)
 
 
 def subdomains() -> bool:

@@ -19,10 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import actions, reconcile
+from . import actions, reconcile, schedule
 from .auth import STATE_COOKIE, NeedsLogin, current_user, login_url
 from .pages import add_pages
-from .schemas import CapacityBody, MemberBody, SaveImageBody, errors
+from .schemas import CapacityBody, MemberBody, PolicyBody, SaveImageBody, ScheduleBody, errors
 
 PREFIX = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dsw/")
 API = PREFIX + "api/v1"
@@ -105,6 +105,8 @@ async def lifespan(app: FastAPI):
     every = float(os.environ.get("DSW_RECONCILE_SECONDS", "60"))
     if every > 0:
         tasks.append(asyncio.create_task(reconcile.forever(every)))
+    if (timer := schedule.period()) > 0:  # scheduled stops (times kept in the state database)
+        tasks.append(asyncio.create_task(schedule.forever(timer)))
     if watch := getattr(app.state, "watch_parent", None):  # set by __main__ (dies with the hub)
         tasks.append(asyncio.create_task(watch()))
     yield
@@ -186,6 +188,25 @@ def create_app() -> FastAPI:
     @api.delete("/workspaces/{ws}/instances/{owner}/share", summary="Stop sharing an own instance")
     async def unshare_instance(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
         return await actions.unshare_instance(user, ws, owner, server)
+
+    @api.put("/workspaces/{ws}/instances/{owner}/schedule",
+             summary="Schedule the stop of an instance: stop_at (ISO time) or stop_in_hours (server '' is the default)")
+    def put_schedule(ws: str, owner: str, body: ScheduleBody, server: str = "", user: dict = Depends(current_user)):
+        return actions.schedule_stop(user, ws, owner, server, body.stop_at, body.stop_in_hours)
+
+    @api.delete("/workspaces/{ws}/instances/{owner}/schedule", summary="Clear an instance's scheduled stop")
+    def delete_schedule(ws: str, owner: str, server: str = "", user: dict = Depends(current_user)):
+        return actions.clear_scheduled_stop(user, ws, owner, server)
+
+    # --- API: workspace lifecycle policy -----------------------------------------------
+    @api.get("/workspaces/{ws}/policy", summary="The workspace's idle shutdown bound and the platform's bounds")
+    def get_policy(ws: str, user: dict = Depends(current_user)):
+        return actions.get_policy(user, ws)
+
+    @api.put("/workspaces/{ws}/policy",
+             summary="Set the workspace's idle shutdown bound (owners, admins; null clears it)")
+    def put_policy(ws: str, body: PolicyBody, user: dict = Depends(current_user)):
+        return actions.set_policy(user, ws, body.idle_max_minutes)
 
     # --- API: saved images ---------------------------------------------------------
     @api.post("/workspaces/{ws}/images", status_code=201, summary="Save an own running instance as an image",

@@ -143,7 +143,9 @@ async def revoke_shares(owner: str, server: str) -> None:
             r.raise_for_status()
 
 
-async def server_states(users: set[str]) -> dict[tuple[str, str], str]:
+async def server_states(users: set[str]) -> dict[tuple[str, str], dict]:
+    """Per (user, server): ``state`` (running, spawn, stop or stopped) and the hub's
+    ``last_activity`` of the server (ISO time or None), from the hub's server models."""
     out = {}
     async with _client() as hub:
         for user in users:
@@ -151,7 +153,8 @@ async def server_states(users: set[str]) -> dict[tuple[str, str], str]:
             if r.status_code != 200:
                 continue
             for name, s in (r.json().get("servers") or {}).items():
-                out[(user, name)] = "running" if s.get("ready") else (s.get("pending") or "stopped")
+                out[(user, name)] = {"state": "running" if s.get("ready") else (s.get("pending") or "stopped"),
+                                     "last_activity": s.get("last_activity")}
     return out
 
 
@@ -194,6 +197,25 @@ async def restart_server(user: str, server: str, options: dict, timeout: float =
         r = await hub.post(_server_path(user, server), json=options)
         r.raise_for_status()
         return r.status_code
+
+
+async def ready_servers(page: int = 200) -> dict[tuple[str, str], dict]:
+    """(user, server) -> the hub's server model, for every server that is ready (running, not
+    starting or stopping). Raises on any hub error, as ``active_servers``."""
+    found: dict[tuple[str, str], dict] = {}
+    async with _client() as hub:
+        offset = 0
+        while True:
+            r = await hub.get("/users", params={"state": "ready", "offset": offset, "limit": page})
+            r.raise_for_status()
+            batch = r.json()
+            for u in batch:
+                for name, s in (u.get("servers") or {}).items():
+                    if s.get("ready") and not s.get("pending"):
+                        found[(u["name"], name)] = s
+            offset += len(batch)
+            if len(batch) < page:
+                return found
 
 
 async def active_servers(page: int = 200) -> set[tuple[str, str]]:

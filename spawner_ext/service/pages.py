@@ -76,10 +76,36 @@ def add_pages(app: FastAPI, prefix: str) -> None:
         insts = await actions.instances(user, ws)
         saved = await asyncio.to_thread(actions.saved_images, user, ws)
         saving = await asyncio.to_thread(actions.saves_in_progress, user, ws)
+        lifecycle = await asyncio.to_thread(actions.get_policy, user, ws)
         perms = {a.value: can(user, a, ws) for a in Action}
         return render("workspace.html", request, user, ws=data, instances=insts, perms=perms, saved=saved,
-                      saving=saving,
+                      saving=saving, policy=lifecycle,
                       message=message, error=error)
+
+    @app.post(prefix + "workspaces/{ws}/policy", include_in_schema=False)
+    async def policy_form(ws: str, request: Request, user: dict = Depends(current_user),
+                          idle_max_minutes: str = Form(""), csrf: str = Form("")):
+        check_csrf(request, csrf)
+        value = idle_max_minutes.strip() or None  # empty clears (the platform's bound)
+        return await form_result(
+            f"workspaces/{ws}", lambda: actions.set_policy(user, ws, value),
+            lambda r: f"idle instances of {ws} stop after at most {r['idle_max_minutes']:g} minutes"
+            if r["idle_max_minutes"] is not None else f"{ws} uses the platform's idle bound")
+
+    @app.post(prefix + "workspaces/{ws}/instances/schedule", include_in_schema=False)
+    async def schedule_form(ws: str, request: Request, user: dict = Depends(current_user), owner: str = Form(""),
+                            server: str = Form(""), stop_in_hours: str = Form(""), stop_at: str = Form(""),
+                            clear: str = Form(""), csrf: str = Form("")):
+        check_csrf(request, csrf)
+        name = f"{owner}/{server or 'default'}"
+        if clear:
+            return await form_result(f"workspaces/{ws}", lambda: actions.clear_scheduled_stop(user, ws, owner, server),
+                                     lambda r: f"{name}: scheduled stop cleared")
+        return await form_result(
+            f"workspaces/{ws}",
+            lambda: actions.schedule_stop(user, ws, owner, server, stop_at.strip() or None,
+                                          stop_in_hours.strip() or None),
+            lambda r: f"{name} stops at {r['scheduled_stop']['at']}")
 
     @app.post(prefix + "workspaces/{ws}/images", include_in_schema=False)
     async def image_form(ws: str, request: Request, user: dict = Depends(current_user), op: str = Form(""),

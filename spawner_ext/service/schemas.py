@@ -69,6 +69,25 @@ class SaveImageBody(BaseModel):
         return value
 
 
+class PolicyBody(BaseModel):
+    """A workspace's idle shutdown bound: the longest idle time its members may choose, in
+    minutes (fractions allowed), within the platform's bound; null clears it (the platform's
+    bound applies again)."""
+
+    model_config = ConfigDict(extra="forbid")
+    idle_max_minutes: float | None = Field(description="minutes, more than 0 and at most the platform's bound; "
+                                                       "null: the platform's bound")
+
+
+class ScheduleBody(BaseModel):
+    """When the instance stops: exactly one of ``stop_at`` (ISO 8601 time, UTC when it names
+    no zone) or ``stop_in_hours``; in the future and at most a week ahead."""
+
+    model_config = ConfigDict(extra="forbid")
+    stop_at: str | None = Field(default=None, examples=["2026-12-01T18:00:00Z"])
+    stop_in_hours: float | None = Field(default=None, examples=[2])
+
+
 def errors(*statuses: int) -> dict:
     """``responses=`` for FastAPI: each status with the common error body."""
     text = {400: "bad input (names the field)", 401: "no valid token", 403: "the caller's role does not allow it",
