@@ -52,6 +52,8 @@ ENVIRONMENT: dict[str, str] = {
     "DSW_SERVICE_PORT": "service_port",
     "DSW_RECONCILE_SECONDS": "reconcile_seconds",
     "DSW_IDLE_TIMEOUT": "idle_timeout",
+    "DSW_IDLE_MAX_MINUTES": "idle_max_minutes",
+    "DSW_IDLE_CHECK_SECONDS": "idle_check_seconds",
     "DSW_ADMIN_TOKEN": "admin_token",
     "DSW_SERVER_LIMIT": "server_limit",
     "DSW_POLL_INTERVAL": "poll_interval",
@@ -121,7 +123,9 @@ class HubSettings(BaseModel):
     kube_namespace_template: str = "dsw-{workspace}"
     kube_agent_selector: str = "app.kubernetes.io/component=image-agent"
 
-    idle_timeout: int = Field(0, ge=0)  # seconds; 0: no idle culler
+    idle_timeout: int = Field(0, ge=0)  # seconds: the platform's default idle limit; 0: none by default
+    idle_max_minutes: float = Field(24 * 60, gt=0)  # the longest idle limit a workspace may allow
+    idle_check_seconds: int = Field(0, ge=0)  # how often the culler looks; 0: half the default, 5-300 s
     admin_token: SecretStr | None = None  # set: a "dsw-admin" service with the admin role
     server_limit: int = Field(5, ge=0)  # named servers per user (JupyterHub: 0 is unlimited)
     poll_interval: int = Field(15, gt=0)  # seconds: how soon the hub notices an instance that died
@@ -181,6 +185,9 @@ def configure(c, settings: HubSettings) -> Catalog:
         c.JupyterHub.subdomain_host = s.subdomain_host
         c.JupyterHub.subdomain_hook = subdomain_hook
     c.Spawner.poll_interval = s.poll_interval
+    # the platform level of the idle policy (spawner_ext/policy.py): default and workspace bound
+    c.Spawner.idle_default_minutes = s.idle_timeout / 60
+    c.Spawner.idle_max_minutes = s.idle_max_minutes
     c.CatalogSpawnerMixin.catalog_path = s.catalog_path
     c.CatalogSpawnerMixin.state_db_url = s.db_url
     _authenticator(c, s, catalog)
@@ -205,10 +212,10 @@ def configure(c, settings: HubSettings) -> Catalog:
     agent = image_agent(s)
     if agent:
         services.append(agent)
-    if s.idle_timeout > 0:
-        culler, culler_role = idle_culler(s.idle_timeout)
-        services.append(culler)
-        roles.append(culler_role)
+    # always: workspaces and members choose idle limits even when the platform default is off
+    culler, culler_role = idle_culler(s)
+    services.append(culler)
+    roles.append(culler_role)
     if s.admin_token is not None and s.admin_token.get_secret_value():
         services.append({"name": "dsw-admin", "api_token": s.admin_token.get_secret_value()})
         roles.append({"name": "admin", "services": ["dsw-admin"]})
@@ -275,6 +282,7 @@ def dsw_service(s: HubSettings) -> dict:
     """The DSW service (FastAPI, ``python -m spawner_ext.service``) as a hub-managed service:
     the hub starts it with its own API token and routes /services/dsw/ to it."""
     env = {"DSW_CATALOG": s.catalog_path, "DSW_STATE_DB_URL": s.db_url, "DSW_STATE": s.state_dir,
+           "DSW_IDLE_DEFAULT_MINUTES": f"{s.idle_timeout / 60:g}", "DSW_IDLE_MAX_MINUTES": f"{s.idle_max_minutes:g}",
            "DSW_PUBLIC_URL": s.public_url,
            "DSW_RECONCILE_SECONDS": f"{s.reconcile_seconds:g}", "PYTHONPATH": os.pathsep.join(sys.path),
            "DSW_IMAGE_REGISTRY_TLS_VERIFY": "1" if s.image_registry_tls_verify else "0"}
@@ -326,12 +334,20 @@ def image_agent(s: HubSettings) -> dict | None:
                             "PYTHONPATH": os.pathsep.join(sys.path)}}
 
 
-def idle_culler(timeout: int) -> tuple[dict, dict]:
+def idle_culler(s: HubSettings) -> tuple[dict, dict]:
     """jupyterhub-idle-culler as a hub-managed service, and the least-privilege role it needs
-    (find users' servers and their activity, stop servers; it never removes users)."""
+    (find users' servers and their activity, stop servers; it never removes users). Its
+    per-instance decision is spawner_ext/idle.py (the instance's own limit from the state
+    database); ``--timeout`` is the platform default, for instances without a record."""
+    timeout = s.idle_timeout or 24 * 3600
+    every = s.idle_check_seconds or max(5, min(300, timeout // 2))
+    from .idle import config_file
+
     service = {"name": "idle-culler",
                "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
-                           f"--cull-every={max(5, min(300, timeout // 2))}"]}
+                           f"--cull-every={every}", f"--config={config_file(s.state_dir)}"],
+               "environment": {"DSW_STATE_DB_URL": s.db_url, "DSW_IDLE_DEFAULT_SECONDS": str(s.idle_timeout),
+                               "PYTHONPATH": os.pathsep.join(sys.path)}}
     role = {"name": "idle-culler", "services": ["idle-culler"],
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
     return service, role

@@ -105,7 +105,8 @@ async def test_default_chart_runs_the_whole_product(render, tmp_path, monkeypatc
 
     # the DSW service: managed by the hub, in the hub pod, reached by the proxy at the pod's address
     dsw = services(c)["dsw"]
-    assert set(services(c)) == {"dsw"}  # no idle culler, no admin token unless the values ask
+    # the idle culler always runs (workspaces and members choose limits); no admin token unless asked
+    assert set(services(c)) == {"dsw", "idle-culler"}
     assert dsw["url"] == f"http://{POD_IP}:10101"
     assert dsw["command"][1:] == ["-m", "spawner_ext.service"]
     assert dsw["oauth_client_allowed_scopes"] == sorted(rbac.custom_scopes())
@@ -263,6 +264,8 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
             env = svc.pop("environment", {})
             # one machine serves servers on subdomains by default, the chart when subdomainHost is set
             svc["environment"] = sorted(set(env) - {"DSW_ENGINE_URL", "DSW_SUBDOMAIN_HOST"})
+            # the culler's config file lives in each deployment's state folder
+            svc["command"] = [a.split("=")[0] if a.startswith("--config=") else a for a in svc.get("command", [])]
             out[name] = svc
         return out
 

@@ -35,6 +35,8 @@ def test_every_body_is_a_typed_model():
         ("put", f"{api}/workspaces/{{ws}}/members/{{member}}"): "MemberBody",
         ("put", f"{api}/workspaces/{{ws}}/members/{{member}}/quotas/{{group}}"): "CapacityBody",
         ("put", f"{api}/allocations/{{group}}/{{ws}}"): "CapacityBody",
+        ("put", f"{api}/workspaces/{{ws}}/policy"): "PolicyBody",
+        ("put", f"{api}/workspaces/{{ws}}/instances/{{owner}}/schedule"): "ScheduleBody",
     }
     cap = DOC["components"]["schemas"]["CapacityBody"]
     assert cap["additionalProperties"] is False and set(cap["required"]) == {"cpu", "memory"}
