@@ -109,3 +109,21 @@ def test_an_ops_stop_is_named(hub):
     hub.wait_stopped("sp-dev", "opsd")
     last = wait_for(lambda: listed(hub, "sp-own", "sp-dev", "opsd")["last_stop"], 30, "the reason recorded")
     assert last["reason"] == "ops" and last["by"] == "sp-ops", last
+
+
+def test_a_scheduled_stop_fires_after_a_hub_restart(hub):
+    """The time is in the state database, not in a process: the hub (and the DSW service it
+    runs) is stopped before the time comes and started again after it; the instance, still
+    running meanwhile, is stopped by the schedule and says so."""
+    assert hub.spawn("sp-dev", "later", {"workspace": WS, "kind": "terminal"}).status_code in (201, 202)
+    when = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)).isoformat()
+    r = svc(hub, "sp-dev", "PUT", f"/workspaces/{WS}/instances/sp-dev/schedule?server=later", json={"stop_at": when})
+    assert r.status_code == 200, r.text
+    hub.stop()
+    time.sleep(7)  # the time passes while nothing runs but the instance
+    hub.start()
+    hub.wait_service()
+    wait_for(lambda: not (hub.server_model("sp-dev", "later") or {}).get("ready"), 60, "the scheduled stop")
+    hub.wait_stopped("sp-dev", "later")
+    last = wait_for(lambda: listed(hub, "sp-own", "sp-dev", "later")["last_stop"], 30, "the reason recorded")
+    assert last["reason"] == "schedule" and last["by"] == "sp-dev", last
