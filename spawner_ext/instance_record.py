@@ -15,10 +15,14 @@ All functions block on the database: call them off the event loop.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import random
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from .catalog.db import AuditEvent, InstanceLifecycle, now
@@ -44,10 +48,28 @@ class LastStop:
     at: dt.datetime
 
 
+def _retried(write):
+    """Run a write again when PostgreSQL (SERIALIZABLE, as the state database runs there)
+    refuses it for a concurrent transaction: 20 members spawning at once each write their own
+    row, yet their inserts can still conflict on the table's index. Rows are per instance, so
+    a retry is always right; SQLite never raises this (its writes are serialised)."""
+    @functools.wraps(write)
+    def run(*args, **kwargs):
+        for attempt in range(10):
+            try:
+                return write(*args, **kwargs)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) not in ("40001", "40P01") or attempt == 9:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+    return run
+
+
 def _row(session, user: str, server: str) -> InstanceLifecycle | None:
     return session.get(InstanceLifecycle, (user, server))
 
 
+@_retried
 def record_start(sessions: sessionmaker, spec: InstanceSpec) -> None:
     """At admission: the idle limit and scheduled stop this run has. The last stop stays
     (the page shows why it stopped before); a stale intent is cleared."""
@@ -65,6 +87,7 @@ def record_start(sessions: sessionmaker, spec: InstanceSpec) -> None:
         row.intent, row.intent_by, row.intent_at = "", "", None
 
 
+@_retried
 def set_stop_at(sessions: sessionmaker, user: str, server: str, when: dt.datetime | None, by: str) -> bool:
     """Set (or with None clear) the scheduled stop; False when the instance has no record."""
     with sessions() as s, s.begin():
@@ -75,6 +98,7 @@ def set_stop_at(sessions: sessionmaker, user: str, server: str, when: dt.datetim
         return True
 
 
+@_retried
 def mark_intent(sessions: sessionmaker, user: str, server: str, reason: StopReason, by: str) -> None:
     """Say why a stop is about to be asked for (before asking the hub)."""
     with sessions() as s, s.begin():
@@ -86,6 +110,7 @@ def mark_intent(sessions: sessionmaker, user: str, server: str, reason: StopReas
         row.intent, row.intent_by, row.intent_at = reason.value, by, now()
 
 
+@_retried
 def record_stop(sessions: sessionmaker, user: str, server: str, exit_status: int | None = None) -> LastStop:
     """The hub's post-stop hook: why it stopped, from a fresh intent, else a death the poll
     saw (``exit_status``), else its owner. Clears the schedule and the intent, and audits
