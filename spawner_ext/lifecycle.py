@@ -45,7 +45,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, default
 
-from . import instance_record, quota
+from . import instance_record, quota, startup
 from .catalog.db import Reservation
 from .catalog_spawner import CatalogSpawnerMixin
 from .quantities import format_memory
@@ -118,6 +118,7 @@ class LifecycleMixin(CatalogSpawnerMixin):
     """Mix in before the engine's Spawner class; implement the ``engine_*`` steps."""
 
     storage_timeout = Float(15, config=True, help="Seconds for each OSS access check (and each s3fs mount).")
+    startup_poll_interval = Float(0.5, config=True, help="Seconds between reads of a start-up script's output.")
     ready_interval = Float(0.02, config=True, help="Seconds between readiness probes while a server starts.")
     max_probe_rate = Float(50, config=True, help="Readiness probes per second shared by all servers starting at once.")
     max_exit_check_rate = Float(
@@ -172,6 +173,10 @@ class LifecycleMixin(CatalogSpawnerMixin):
         """Return when the server answers (or the engine says it runs)."""
 
     async def engine_poll(self) -> int | None:
+        raise NotImplementedError
+
+    async def engine_output(self) -> str:
+        """What the instance printed so far (stdout and stderr), for the start-up script's lines."""
         raise NotImplementedError
 
     async def engine_delete(self, now: bool) -> list[str]:
@@ -279,6 +284,7 @@ class LifecycleMixin(CatalogSpawnerMixin):
                 self.emit(30, f"Mounting {m.url} at {m.mount_path} ({mode}{'; ' + how if how else ''})")
                 await self.engine_mount(spec, m, keys.get(m.storage))
             url = await self.engine_create(spec)
+            await self._follow_startup(spec)
             await self.engine_wait_ready(spec, url)
             self.emit(100, f"Server ready: opening {spec.start_url}")
             self._ever_started = True
@@ -318,6 +324,34 @@ class LifecycleMixin(CatalogSpawnerMixin):
         except StorageError as exc:
             raise refusal(400, str(exc)) from None
         return keys
+
+    async def _follow_startup(self, spec: InstanceSpec) -> None:
+        """Copy the start-up script's lines into the progress until it ends; a failed script
+        fails the start with its status and last lines (spawner_ext/startup.py). Polled from the
+        engine's log, the same way on both backends: the lines are few and the script short."""
+        if not spec.startup_script:
+            return
+        self.emit(50, f"Running the start-up script (its output goes to {startup.LOG})")
+        deadline = time.monotonic() + self.start_timeout
+        shown = 0
+        while True:
+            out = startup.read(await self.engine_output())
+            for line in out.lines[shown:startup.MAX_PROGRESS_LINES]:
+                self.emit(55, f"start-up script: {line}")
+            shown = max(shown, min(len(out.lines), startup.MAX_PROGRESS_LINES))
+            if out.status == 0:
+                self.emit(58, "The start-up script finished")
+                return
+            if out.status is not None:
+                raise web.HTTPError(500, log_message=out.failure())
+            status = await self.poll()
+            if status is not None:
+                raise web.HTTPError(500, log_message=f"the instance exited with status {status} while its "
+                                                     f"start-up script ran (see {startup.LOG})")
+            if time.monotonic() > deadline:
+                raise web.HTTPError(500, log_message=f"the start-up script still ran after {self.start_timeout} s "
+                                                     f"(see {startup.LOG})")
+            await asyncio.sleep(self.startup_poll_interval)
 
     async def probe_until_up(self, url: str, exit_detail=None) -> None:
         """Probe ``url`` until any HTTP answer, so the hub's own wait never backs off; fail

@@ -17,10 +17,8 @@ from .roles import Action, allowed
 from .spec import HOME, START_URL, InstanceSpec, Mount
 from .storage.mounts import MountError, resolve_mounts
 
-# ``startup_script`` (policy.startup_script, InstanceSpec.startup_script) is not accepted yet: no
-# backend runs it, and an option that is silently ignored would be a false promise
 KNOWN_OPTIONS = {"workspace", "image", "image_ref", "instance_type", "resource_group", "kind", "mounts",
-                 "idle_minutes", "stop_at", "stop_in_hours"}
+                 "idle_minutes", "stop_at", "stop_in_hours", "startup_script"}
 
 
 

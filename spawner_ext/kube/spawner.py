@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 
 from jupyterhub.utils import exponential_backoff
-from kubernetes_asyncio.client import ApiException, V1DeleteOptions, V1ResourceRequirements
+from kubernetes_asyncio.client import ApiException, V1DeleteOptions, V1EnvVar, V1ResourceRequirements
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
+from .. import startup
 from ..lifecycle import LifecycleMixin
 from ..spec import InstanceSpec, Mount
 from ..storage.credentials import Keys, StorageError
@@ -259,6 +260,13 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
         if self._dsw_fields is not None:
             # kubespawner writes floats and bytes; the DSW writes the quantities the catalogue means.
             pod.spec.containers[0].resources = V1ResourceRequirements(**self._dsw_fields.resources)
+        if self._dsw_spec is not None and self._dsw_spec.startup_script:
+            # the same wrapper as the local backend (spawner_ext/startup.py); kubespawner puts the
+            # command in args, so the image's entrypoint (tini) stays in front of it
+            server = pod.spec.containers[0]
+            server.args = startup.command(server.args or [], self._dsw_spec.startup_script)
+            server.env = [*(server.env or []),
+                          *(V1EnvVar(name=k, value=v) for k, v in startup.environment(self._dsw_spec.startup_script).items())]
         return pod
 
     # --- create: kubespawner's start, failing fast when the image cannot be pulled ----------
@@ -294,6 +302,16 @@ class DSWKubeSpawner(LifecycleMixin, KubeSpawner):
                        + (f" and the pull secret {spec.pull_secret}" if spec.pull_secret else "")
                        + "; the instance was not started.")
             raise web.HTTPError(500, log_message=message, reason=None)
+
+    async def engine_output(self) -> str:
+        try:
+            return await asyncio.wait_for(
+                self.api.read_namespaced_pod_log(self.pod_name, self.namespace, container="notebook"),
+                self.k8s_api_request_timeout)
+        except ApiException as exc:
+            if exc.status in (400, 404):  # the container is not running yet, or the pod went
+                return ""
+            raise
 
     # --- poll and delete --------------------------------------------------------------------
     async def engine_poll(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..naming import container_name  # noqa: F401  (the backend's name rule lives in naming)
+from .. import startup
 from ..spec import MANAGED_LABEL, InstanceSpec, Mount
 
 SERVER_PORT = 8888
@@ -65,8 +66,8 @@ def create_kwargs(spec: InstanceSpec, *, name: str, cmd: list[str], env: dict[st
     return {
         "image": spec.image,
         "name": name,
-        "command": cmd,
-        "environment": {**spec.env, **env},
+        "command": startup.command(cmd, spec.startup_script),
+        "environment": {**spec.env, **env, **startup.environment(spec.startup_script)},
         "labels": labels,
         "hostname": hostname(spec.server or spec.user),
         "user": INSTANCE_USER,

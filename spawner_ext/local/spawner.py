@@ -169,6 +169,10 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
         await self.probe_until_up(f"http://{self.host_ip}:{self.host_port}{self.server.base_url}api",
                                   exit_detail=self._log_tail)
 
+    async def engine_output(self) -> str:
+        return (await self._run(self.client.api.logs, self.container_id, stdout=True, stderr=True)
+                ).decode(errors="replace")
+
     async def _log_tail(self) -> str:
         logs = await self._run(self.client.api.logs, self.container_id, tail=15)
         return " | ".join(logs.decode(errors="replace").strip().splitlines()[-5:])

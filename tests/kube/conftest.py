@@ -21,6 +21,8 @@ What the emulator (kmock 0.8) does not do, and what these fixtures do instead:
      then never sees its pod go) -> ``DSWEmulator`` numbers every change, answers lists
      with the current number, and a watch from a number replays the changes after it.
      Selectors stay ignored: kubespawner's reflectors cope with extra objects.
+  8. kmock serves no pod log subresource (a kubelet's) -> ``DSWEmulator`` answers
+     ``/pods/<name>/log`` from ``pod_log_source``, which a fake kubelet that runs pods sets.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class DSWEmulator(kmock.KubernetesEmulator):
 
     _versions = itertools.count(1)
     _ns_path = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?/?$")
+    _log_path = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/log$")
+    #: gap 8: pod logs come from a kubelet; a fake kubelet that runs pods sets this to
+    #: ``async (namespace, pod) -> str | None`` (None: no such container, 404)
+    pod_log_source = None
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
@@ -171,6 +177,13 @@ class DSWEmulator(kmock.KubernetesEmulator):
         match = self._ns_path.match(raw_request.path)
         if match:
             return await self._serve_namespace(raw_request, match["name"])
+        match = self._log_path.match(raw_request.path)
+        if match:  # gap 8
+            text = await self.pod_log_source(match["namespace"], match["name"]) if self.pod_log_source else None
+            if text is None:
+                return web.json_response({"kind": "Status", "apiVersion": "v1", "code": 400, "reason": "BadRequest",
+                                          "status": "Failure", "message": "container is not running"}, status=400)
+            return web.Response(text=text, content_type="text/plain")
         # Gap 1: kubernetes_asyncio's watch=True is a watch; kmock only knows watch=true.
         if raw_request.query.get("watch") == "True":
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))

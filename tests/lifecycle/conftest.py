@@ -84,6 +84,13 @@ class PodmanKubelet(FakeKubelet):
                     self.seen.add(meta["uid"])
                     asyncio.ensure_future(self.handle(pod))
 
+    async def logs(self, namespace: str, name: str) -> str | None:
+        """What a kubelet serves as the pod log: the container's output."""
+        c = self.containers.get(f"{namespace}/{name}")
+        if c is None:
+            return None
+        return (await asyncio.to_thread(c.logs, stdout=True, stderr=True)).decode(errors="replace")
+
     def remove(self, key: str) -> None:
         c = self.containers.pop(key, None)
         if c is not None:
@@ -140,6 +147,7 @@ class EmulatorThread:
                 self.emulator = handler
                 self.url = str(handler.url).rstrip("/")
                 self.kubelet = PodmanKubelet(handler, self.engine)
+                handler.pod_log_source = self.kubelet.logs
                 task = asyncio.ensure_future(self.kubelet.run())
                 self.ready.set()
                 await self.stopping.wait()
@@ -206,6 +214,15 @@ class Backend:
         """The instance dies on its own (its main process is killed)."""
         raise NotImplementedError
 
+    def container(self, user: str, server: str):
+        raise NotImplementedError
+
+    def run(self, user: str, server: str, cmd: list[str]) -> str:
+        """A command in the instance as its user (what a terminal in it would show)."""
+        code, out = self.container(user, server).exec_run(cmd, user="1000:100")
+        assert code == 0, out.decode(errors="replace")
+        return out.decode(errors="replace")
+
 
 class LocalBackend(Backend):
     name = "local"
@@ -218,6 +235,9 @@ class LocalBackend(Backend):
 
     def kill(self, user, server):
         self.engine.containers.get(container_name(user, server)).kill()
+
+    def container(self, user, server):
+        return self.engine.containers.get(container_name(user, server))
 
 
 class KubeBackend(Backend):
@@ -234,8 +254,10 @@ class KubeBackend(Backend):
         return self.pod_name(user, server) in self.cluster.pods()
 
     def kill(self, user, server):
-        container = self.cluster.kubelet.containers[f"dsw-lcws/{self.pod_name(user, server)}"]
-        container.kill()
+        self.container(user, server).kill()
+
+    def container(self, user, server):
+        return self.cluster.kubelet.containers[f"dsw-lcws/{self.pod_name(user, server)}"]
 
 
 def cleanup(engine: docker.DockerClient) -> None:
