@@ -112,8 +112,10 @@ async def test_default_values(render):
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     (secrets,) = [rule for rule in role["rules"] if rule["resources"] == ["secrets"]]
     assert secrets["verbs"] == ["get"]  # the hub reads OSS Secrets, never writes them
-    assert resources == {"pods", "events", "persistentvolumeclaims", "secrets", "services",
+    assert resources == {"pods", "pods/log", "events", "persistentvolumeclaims", "secrets", "services",
                          "networkpolicies", "namespaces"}
+    (logs,) = [rule for rule in role["rules"] if rule["resources"] == ["pods/log"]]
+    assert logs["verbs"] == ["get"]  # start-up script output, read only
     assert result["created"] == len(objects)  # Helm really created them in the emulator
     assert "Open it:" in result["notes"] and "ClusterRole" in result["notes"]
 
