@@ -5,6 +5,7 @@ The sequence that uses them is ``lifecycle.LifecycleMixin``; the service imports
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .catalog.db import sessions
 from .catalog.live import effective_catalog
 from .catalog.models import Kind
 from .options import OptionsError, resolve
+from .resources import Resources
 from .spec import InstanceSpec
 
 
@@ -85,20 +87,39 @@ class CatalogSpawnerMixin(LoggingConfigurable):
         with self.sessions() as s:
             return effective_catalog(cached_catalog(self.catalog_path), s, viewer=self.user.name)
 
-    def _options_form(self, spawner) -> str:
-        catalog = self.catalog
-        memberships = catalog.memberships(self.user.name)
-        workspaces = []
-        for wid, role in sorted(memberships.items()):
-            groups = catalog.groups_for(wid)
-            workspaces.append({
-                "ws": catalog.workspace(wid), "role": role.value,
-                "images": catalog.images_for(wid),
-                "groups": [{"group": g, "types": catalog.types_for_group(g)} for g in groups],
-                "storage": catalog.storage_for(wid),
-            })
+    async def _options_form(self, spawner) -> str:
+        """The spawn form (JupyterHub awaits it): database reads run off the event loop."""
+        return await asyncio.to_thread(self.render_options_form)
+
+    def render_options_form(self) -> str:
+        """What the member may choose, with what is free now where the choice is made: per
+        resource group the free part of each limit (group, workspace allocation, member cap), and
+        instance types that cannot fit marked and not selectable. Blocking: reads the state DB."""
+        bounds = self.idle_bounds
+        with self.sessions() as s:
+            catalog = effective_catalog(cached_catalog(self.catalog_path), s, viewer=self.user.name)
+            workspaces = []
+            for wid, role in sorted(catalog.memberships(self.user.name).items()):
+                ws = catalog.workspace(wid)
+                groups = []
+                for g in catalog.groups_for(wid):
+                    levels = quota.headroom(s, catalog, wid, self.user.name, g.id)
+                    types = []
+                    for t in catalog.types_for_group(g):
+                        blocking = next((lv for lv in levels if not lv.admits(Resources.of(t))), None)
+                        types.append({"type": t, "blocking": blocking})
+                    groups.append({"group": g, "levels": levels, "types": types})
+                ws_max = ws.idle_max_minutes if ws.idle_max_minutes is None else min(ws.idle_max_minutes,
+                                                                                     bounds.max_minutes)
+                workspaces.append({
+                    "ws": ws, "role": role.value, "images": catalog.images_for(wid), "groups": groups,
+                    "storage": catalog.storage_for(wid),
+                    "idle_max": ws_max if ws_max is not None else bounds.max_minutes,
+                    "idle_default": policy.effective_idle(None, ws_max, bounds),
+                })
         return _templates.get_template("spawn_form.html").render(
             workspaces=workspaces, kinds=list(Kind), user=self.user.name,
+            script_max=policy.STARTUP_SCRIPT_MAX_BYTES, stop_max_hours=policy.MAX_STOP_HOURS,
         )
 
     def options_from_form(self, formdata: dict) -> dict:

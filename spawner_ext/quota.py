@@ -13,6 +13,8 @@ failure, i.e. a 500, instead of a refusal.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,14 +44,51 @@ def usage(session: Session, group: str, workspace: str | None = None, user: str 
     return Resources(cpu, memory, gpu)
 
 
+def _over(used: Resources, limit: Resources, asked: Resources) -> list[str]:
+    """The dimensions in which ``asked`` on top of ``used`` is over ``limit`` -- only those it
+    asks for (a CPU-only instance is not refused because an admin lowered the GPU allocation)."""
+    return [dim for dim in (used + asked).exceeding(limit) if getattr(asked, dim)]
+
+
 def _check(who: str, group: str | None, used: Resources, limit: Resources, asked: Resources) -> None:
-    """Refuse if ``asked`` on top of ``used`` is over ``limit`` in a dimension it asks for
-    (a CPU-only instance is not refused because an admin lowered the GPU allocation)."""
-    for dim in (used + asked).exceeding(limit):
-        if getattr(asked, dim):
-            raise QuotaExceeded(
+    """Refuse if ``asked`` does not fit (``_over``), saying what is in use and what was asked."""
+    for dim in _over(used, limit, asked):
+        raise QuotaExceeded(
                 f"{who}: {used.amount(dim)} of {limit.amount(dim)} {Resources.unit(dim)} in use"
                 f"{f' in group {group}' if group else ''}; this instance asks for {asked.amount(dim)}")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One limit on a member's next instance in a resource group, and what of it is in use."""
+
+    who: str  # "resource group gpu-a10", "workspace nlp", "your cap"
+    limit: Resources
+    used: Resources
+
+    @property
+    def free(self) -> Resources:
+        return self.limit.left_after(self.used)
+
+    def admits(self, asked: Resources) -> bool:
+        """The same rule as admission (``_over``), so the spawn form never promises a refusal."""
+        return not _over(self.used, self.limit, asked)
+
+
+def headroom(session: Session, catalog: Catalog, workspace: str, user: str, group_id: str) -> list[Level]:
+    """What limits the member's next instance in the group, outermost first: the group's
+    capacity, the workspace's allocation (if any) and the member's cap (if any). Read without
+    the admission lock: the spawn form shows it; admission decides."""
+    group = catalog.resource_group(group_id)
+    levels = [Level(f"resource group {group.id}", group.capacity.resources, usage(session, group.id))]
+    ws_limit = allocation(catalog, session, workspace, group.id)
+    if ws_limit is not None:
+        levels.append(Level(f"workspace {workspace}", ws_limit.resources, usage(session, group.id, workspace=workspace)))
+    member_limit = member_quota(session, workspace, user, group.id)
+    if member_limit is not None:
+        levels.append(Level("your cap", member_limit.resources,
+                            usage(session, group.id, workspace=workspace, user=user)))
+    return levels
 
 
 def _lock_group(session: Session, group: str) -> None:

@@ -42,6 +42,11 @@ class Resources:
             return NotImplemented
         return Resources(self.cpu + other.cpu, self.memory + other.memory, self.gpu + other.gpu)
 
+    def left_after(self, used: Resources) -> Resources:
+        """What is left of this limit once ``used`` is taken: never below zero (a limit lowered
+        under what already runs leaves nothing, not a negative amount)."""
+        return Resources(max(self.cpu - used.cpu, 0), max(self.memory - used.memory, 0), max(self.gpu - used.gpu, 0))
+
     def exceeding(self, limit: Resources) -> tuple[str, ...]:
         """The dimensions in which this amount is more than ``limit``, in DIMENSIONS order."""
         return tuple(dim for dim in DIMENSIONS if getattr(self, dim) > getattr(limit, dim))

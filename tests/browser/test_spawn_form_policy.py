@@ -1,0 +1,123 @@
+"""The spawn form's lifecycle and quota parts, in headless Chromium (Debian's, via Playwright)
+against a real hub: what is free in each limit is shown where the choice is made, an instance
+type that cannot fit is marked and cannot be chosen, and the idle limit, scheduled stop and
+start-up script typed into the form reach the instance (its startup log, and the DSW
+service's instance list the workspace page shows). Users start with ``sf-``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from tests.integration.conftest import cleanup_engine, engine, engine_url, make_catalog  # noqa: F401
+from tests.integration.hubproc import Hub
+
+from .test_browser import ARTIFACTS, login
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+WS = "sfws"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, engine, engine_url):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("spawnform")
+    cleanup_engine(engine, "sf-")
+    catalog = make_catalog(tmp, platform_admins=["sf-root"], workspaces=[
+        # the workspace may use 1 CPU of group cpu: a 2-CPU type can never fit, and once a
+        # half-CPU instance runs, the 1-CPU type no longer fits either
+        {"id": WS, "members": {"sf-ann": "developer", "sf-own": "owner"}, "resource_groups": ["cpu"],
+         "quotas": {"cpu": {"cpu": 1, "memory": "4Gi"}}, "idle_max_minutes": 120}],
+        instance_types=[{"id": "half", "cpu": "500m", "memory": "768Mi"}, {"id": "small", "cpu": 1, "memory": "1Gi"},
+                        {"id": "big", "cpu": 2, "memory": "2Gi"}])
+    h = Hub(tmp / "state", catalog, engine_url)
+    h.start()
+    h.wait_service()
+    yield h
+    h.stop()
+    cleanup_engine(engine, "sf-")
+
+
+@pytest.fixture(scope="module")
+def page(hub):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic"])
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        pg = context.new_page()
+        pg.set_default_timeout(90_000)
+        yield pg
+        context.close()
+        browser.close()
+
+
+def type_options(page) -> dict[str, tuple[str, bool]]:
+    """Instance type -> (its text, whether it can be chosen), as the member sees the list."""
+    return {o.get_attribute("value"): (o.inner_text(), not o.is_disabled())
+            for o in page.locator("#dsw-type option").all()}
+
+
+def test_the_form_shows_what_is_free_and_marks_types_that_cannot_fit(page, hub):
+    login(page, hub, "sf-ann")
+    page.goto(f"{hub.url}/hub/spawn/sf-ann/one")
+    free = page.locator(f".dsw-free[data-ws={WS}][data-group=cpu]")
+    expect(free).to_be_visible()
+    assert "resource group cpu: 8 CPU, 16Gi memory, 0 GPU free of 8 CPU, 16Gi memory, 0 GPU" in free.inner_text(), \
+        free.inner_text()
+    assert "workspace sfws: 1 CPU, 4Gi memory, 0 GPU free of 1 CPU, 4Gi memory, 0 GPU" in free.inner_text()
+    options = type_options(page)
+    assert options["half"][1] and options["small"][1]
+    assert not options["big"][1] and "does not fit now (workspace sfws: 1 CPU, 4Gi memory, 0 GPU free)" in options["big"][0]
+    assert page.locator("#dsw-type").input_value() == "half"  # the first type that fits is preselected
+    hint = page.locator(f".dsw-idle-hint[data-ws={WS}]").inner_text()
+    assert "At most 120 minutes" in hint, hint
+    page.screenshot(path=str(ARTIFACTS / "spawn-form-quota.png"))
+
+
+def test_lifecycle_choices_in_the_form_reach_the_instance(page, hub, engine):
+    page.goto(f"{hub.url}/hub/spawn/sf-ann/one")
+    page.check("input[name=kind][value=terminal]")
+    page.select_option("#dsw-type", "half")
+    page.fill("#dsw-idle", "45")
+    page.fill("#dsw-stop", "2")
+    page.fill("#dsw-script", "echo \"typed in the form: $((40 + 2))\"")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    page.wait_for_url("**/user/sf-ann/one/lab/**", timeout=120_000)
+    # the start-up script ran inside the instance, its output where the form said
+    (container,) = engine.containers.list(filters={"label": ["dsw/user=sf-ann", "dsw/server=one"]})
+    code, out = container.exec_run(["cat", "/home/jovyan/.dsw/startup.log"], user="1000:100")
+    assert code == 0 and out.decode() == "typed in the form: 42\n", out
+    # the workspace page's data: this instance's idle limit and its scheduled stop
+    token = hub.user_token("sf-ann")
+    listing = requests.get(f"{hub.url}/services/dsw/api/v1/workspaces/{WS}/instances",
+                           headers={"Authorization": f"token {token}"}, timeout=30).json()
+    (mine,) = [i for i in listing if i["user"] == "sf-ann" and i["server"] == "one"]
+    assert mine["idle_minutes"] == 45, mine
+    when = dt.datetime.fromisoformat(mine["scheduled_stop"]["at"].replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    ahead = when - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(hours=1, minutes=50) < ahead <= dt.timedelta(hours=2), mine
+
+
+def test_with_an_instance_running_the_next_types_are_marked(page, hub):
+    """half (0.5 CPU) runs: 0.5 of the workspace's 1 CPU is left, so 1-CPU 'small' no longer fits."""
+    page.goto(f"{hub.url}/hub/spawn/sf-ann/two")
+    options = type_options(page)
+    assert options["half"][1], options
+    assert not options["small"][1] and "does not fit now (workspace sfws: 0.5 CPU" in options["small"][0], options
+    assert "workspace sfws: 0.5 CPU, 3328Mi memory, 0 GPU free of 1 CPU" in page.locator(f".dsw-free[data-ws={WS}][data-group=cpu]").inner_text()
+
+
+def test_a_bad_idle_choice_is_refused_with_the_field_named(page, hub):
+    page.goto(f"{hub.url}/hub/spawn/sf-ann/three")
+    page.select_option("#dsw-type", "half")
+    page.fill("#dsw-idle", "500")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    expect(page.locator("body")).to_contain_text("idle_minutes: at most 120 minutes (the workspace's idle limit)")
+    assert "three" not in hub.api("GET", "/users/sf-ann").json().get("servers", {})
