@@ -1,8 +1,10 @@
-"""The spawn form's lifecycle and quota parts, in headless Chromium (Debian's, via Playwright)
+"""The spawn form's and the workspace page's lifecycle and quota parts, in headless Chromium (Debian's, via Playwright)
 against a real hub: what is free in each limit is shown where the choice is made, an instance
 type that cannot fit is marked and cannot be chosen, and the idle limit, scheduled stop and
 start-up script typed into the form reach the instance (its startup log, and the DSW
-service's instance list the workspace page shows). Users start with ``sf-``."""
+service's instance list the workspace page shows). On the workspace page the owner sets the
+idle bound (the member's form follows), a developer cannot, and a member schedules and clears a
+stop. Users start with ``sf-``."""
 
 from __future__ import annotations
 
@@ -121,3 +123,59 @@ def test_a_bad_idle_choice_is_refused_with_the_field_named(page, hub):
     page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
     expect(page.locator("body")).to_contain_text("idle_minutes: at most 120 minutes (the workspace's idle limit)")
     assert "three" not in hub.api("GET", "/users/sf-ann").json().get("servers", {})
+
+
+def service_page(page, hub, path: str = f"workspaces/{WS}"):
+    page.goto(f"{hub.url}/services/dsw/{path}")
+    expect(page.locator("#idle-policy")).to_be_visible()
+
+
+def test_the_owner_sets_the_idle_bound_on_the_workspace_page_and_the_form_follows(page, hub):
+    page.context.clear_cookies()
+    login(page, hub, "sf-own")
+    service_page(page, hub)
+    page.fill("#policy-form input[name=idle_max_minutes]", "100000")
+    page.click("#policy-form button")
+    expect(page.locator("body")).to_contain_text("idle_max_minutes: at most 1440 minutes (the platform's bound)")
+    expect(page.locator("#idle-policy")).to_contain_text("at most 120 minutes (this workspace's bound)")  # unchanged
+    page.fill("#policy-form input[name=idle_max_minutes]", "30")
+    page.click("#policy-form button")
+    expect(page.locator("body")).to_contain_text(f"idle instances of {WS} stop after at most 30 minutes")
+    expect(page.locator("#idle-policy")).to_contain_text("at most 30 minutes (this workspace's bound)")
+    expect(page.locator("#idle-policy")).to_contain_text("Set by sf-own")
+    # the member's spawn form now offers at most 30 minutes
+    page.context.clear_cookies()
+    login(page, hub, "sf-ann")
+    page.goto(f"{hub.url}/hub/spawn/sf-ann/four")
+    assert "At most 30 minutes" in page.locator(f".dsw-idle-hint[data-ws={WS}]").inner_text()
+
+
+def test_a_developer_gets_no_policy_form_and_a_forged_post_changes_nothing(page, hub):
+    """sf-ann (developer) sees the bound but no form; posting the owner's form by hand, with a
+    valid CSRF token of her own page, is refused and the bound stays."""
+    service_page(page, hub)
+    assert page.locator("#policy-form").count() == 0
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    r = page.request.post(f"{hub.url}/services/dsw/workspaces/{WS}/policy",
+                          form={"idle_max_minutes": "1", "csrf": csrf})
+    assert r.ok and "30 minutes</strong> (this workspace's bound)" in r.text(), (r.status, r.text()[-1500:])
+    assert ('<p class="err">sf-ann may not set the workspace&#39;s idle shutdown limit in workspace sfws</p>'
+            in r.text()), r.text()[:3000]
+    token = hub.user_token("sf-own")
+    assert requests.get(f"{hub.url}/services/dsw/api/v1/workspaces/{WS}/policy",
+                        headers={"Authorization": f"token {token}"}, timeout=30).json()["idle_max_minutes"] == 30
+
+
+def test_the_member_schedules_and_clears_a_stop_on_the_workspace_page(page, hub):
+    service_page(page, hub)
+    row = page.locator("tr", has=page.locator("td", has_text="sf-ann")).filter(has_text="one")
+    row.locator("input[name=stop_in_hours]").fill("3")
+    row.locator("button", has_text="Schedule stop").click()
+    expect(page.locator("body")).to_contain_text("sf-ann/one stops at ")
+    row = page.locator("tr", has=page.locator("td", has_text="sf-ann")).filter(has_text="one")
+    expect(row.locator("td.schedule")).to_contain_text("(set by sf-ann)")
+    row.locator("button", has_text="Clear schedule").click()
+    expect(page.locator("body")).to_contain_text("sf-ann/one: scheduled stop cleared")
+    row = page.locator("tr", has=page.locator("td", has_text="sf-ann")).filter(has_text="one")
+    expect(row.locator("td.schedule")).to_have_text("")
+    page.screenshot(path=str(ARTIFACTS / "workspace-lifecycle.png"))
