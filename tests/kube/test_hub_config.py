@@ -234,14 +234,16 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
     local = load_one_machine_config({
         "DSW_STATE": str(local_state), "DSW_CATALOG": str(tmp_path / "catalog.yaml"),
         "DSW_ENGINE_URL": f"unix://{tmp_path}/no-engine.sock", "DSW_ADMIN_TOKEN": token,
-        "DSW_IDLE_TIMEOUT": "600", "DSW_SERVER_LIMIT": "4", "DSW_POLL_INTERVAL": "10"}, monkeypatch)
+        "DSW_IDLE_TIMEOUT": "600", "DSW_IDLE_MAX_MINUTES": "480", "DSW_IDLE_CHECK_SECONDS": "30",
+        "DSW_SERVER_LIMIT": "4", "DSW_POLL_INTERVAL": "10"}, monkeypatch)
 
     chart_dir = tmp_path / "chart"
     chart_dir.mkdir()
     (chart_dir / "data").mkdir()
     add_member(f"sqlite:///{chart_dir}/data/dsw.sqlite")
     objects = (await render({"catalog": catalog_text, "hub": {
-        "adminToken": token, "idleTimeout": 600, "namedServerLimit": 4, "pollInterval": 10}}))["objects"]
+        "adminToken": token, "idleTimeout": 600, "idleMaxMinutes": 480, "idleCheckSeconds": 30,
+        "namedServerLimit": 4, "pollInterval": 10}}))["objects"]
     kube, _, _ = load_chart_config(objects, chart_dir, monkeypatch)
 
     assert local.JupyterHub.load_groups[rbac.ws_role_group("nlp", "developer")] == {"users": ["carol", "nina"]}
@@ -249,6 +251,11 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
                  "named_server_limit_per_user", "default_url", "authenticator_class"):
         assert getattr(local.JupyterHub, name) == getattr(kube.JupyterHub, name), name
     assert local.Spawner.poll_interval == kube.Spawner.poll_interval == 10
+    # the platform level of the idle policy, from the same settings on both
+    assert local.Spawner.idle_default_minutes == kube.Spawner.idle_default_minutes == 10
+    assert local.Spawner.idle_max_minutes == kube.Spawner.idle_max_minutes == 480
+    for c in (local, kube):
+        assert "--cull-every=30" in services(c)["idle-culler"]["command"]
     for name in ("first_admin", "first_admin_password"):  # the same sign-in rules, the admin's own password
         assert bool(getattr(local.DSWNativeAuthenticator, name)) and bool(getattr(kube.DSWNativeAuthenticator, name))
     assert local.DSWNativeAuthenticator.first_admin == kube.DSWNativeAuthenticator.first_admin == "root"

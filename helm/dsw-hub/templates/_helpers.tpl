@@ -76,7 +76,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- with $auth.oidc.groupsClaim }}{{ $_ := set $dsw "oidc_groups_claim" . }}{{ end -}}
 {{- with $auth.oidc.adminGroups }}{{ $_ := set $dsw "oidc_admin_groups" . }}{{ end -}}
 {{- end -}}
-{{- range $key, $field := dict "idleTimeout" "idle_timeout" "namedServerLimit" "server_limit" "pollInterval" "poll_interval" "reconcileSeconds" "reconcile_seconds" -}}
+{{- range $key, $field := dict "idleTimeout" "idle_timeout" "idleMaxMinutes" "idle_max_minutes" "idleCheckSeconds" "idle_check_seconds" "namedServerLimit" "server_limit" "pollInterval" "poll_interval" "reconcileSeconds" "reconcile_seconds" -}}
 {{- if hasKey $.Values.hub $key }}{{ $_ := set $dsw $field (index $.Values.hub $key) }}{{ end -}}
 {{- end -}}
 {{- with .Values.imageAgent }}{{ if .enabled -}}
