@@ -214,6 +214,10 @@ def configure(c, settings: HubSettings) -> Catalog:
         services.append(agent)
     # always: workspaces and members choose idle limits even when the platform default is off
     culler, culler_role = idle_culler(s)
+    # each instance reports its last activity (jupyterhub-singleuser) as often as the culler
+    # looks, not every 300 s (its default): the culler never judges an instance in use on a
+    # report older than one of its rounds
+    c.Spawner.environment.update({"JUPYTERHUB_ACTIVITY_INTERVAL": str(idle_check_seconds(s))})
     services.append(culler)
     roles.append(culler_role)
     if s.admin_token is not None and s.admin_token.get_secret_value():
@@ -334,13 +338,19 @@ def image_agent(s: HubSettings) -> dict | None:
                             "PYTHONPATH": os.pathsep.join(sys.path)}}
 
 
+def idle_check_seconds(s: HubSettings) -> int:
+    """How often the idle culler looks (``DSW_IDLE_CHECK_SECONDS``; unset: half the platform
+    default, 5 to 300 s), and so how often instances report their activity to the hub."""
+    return s.idle_check_seconds or max(5, min(300, (s.idle_timeout or 24 * 3600) // 2))
+
+
 def idle_culler(s: HubSettings) -> tuple[dict, dict]:
     """jupyterhub-idle-culler as a hub-managed service, and the least-privilege role it needs
     (find users' servers and their activity, stop servers; it never removes users). Its
     per-instance decision is spawner_ext/idle.py (the instance's own limit from the state
     database); ``--timeout`` is the platform default, for instances without a record."""
     timeout = s.idle_timeout or 24 * 3600
-    every = s.idle_check_seconds or max(5, min(300, timeout // 2))
+    every = idle_check_seconds(s)
     from .idle import config_file
 
     service = {"name": "idle-culler",

@@ -1,7 +1,9 @@
 """The idle culler's per-instance decision: jupyterhub-idle-culler stays the engine (it reads
-the hub's ``last_activity`` -- kernels, terminals, proxied traffic such as VSCode -- and stops
-servers through the hub API with its own least-privilege token); this module is its
-``cull_arbiter_hook``, loaded from the config file the hub passes it.
+the hub's ``last_activity`` -- API requests, busy kernels and kernel output, terminal traffic,
+proxied traffic such as VSCode, as each instance reports it every culler round (hubconfig.py
+sets the instances' activity interval; images/notebook/jupyter_server_config.py counts a busy
+kernel) -- and stops servers through the hub API with its own least-privilege token); this
+module is its ``cull_arbiter_hook``, loaded from the config file the hub passes it.
 
 Why a hook: the culler has one ``--timeout``; DSW has a limit per instance (policy.py: the
 platform default, the workspace's bound, the member's choice), fixed at admission in the
