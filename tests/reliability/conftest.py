@@ -179,6 +179,14 @@ def reachable(hub: Hub, user: str, server: str) -> bool:
         return False
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper has exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_for(check, what: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while True:

@@ -18,7 +18,7 @@ import pytest
 
 from spawner_ext.local.container import container_name
 
-from .conftest import (SMALL, engine_any, engine_running, hub_active, reachable, reservations, wait_for,
+from .conftest import (SMALL, alive, engine_any, engine_running, hub_active, reachable, reservations, wait_for,
                        workspace_usage)
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,16 @@ def test_hub_killed_mid_spawn_comes_back_consistent(rhub, instances, engine):
     assert model and model["pending"] == "spawn" and not model["ready"], model
     assert ("rl-ann", "a2") in reservations(rhub)  # admitted: it holds quota while it starts
 
-    hub_pid = rhub.proc.pid
-    os.kill(hub_pid, signal.SIGKILL)  # the hub alone; the proxy, services and s3fs are not signalled
+    old_proxy = int((rhub.state / "proxy.pid").read_text())
+    os.kill(rhub.proc.pid, signal.SIGKILL)  # the hub alone; the proxy, services and s3fs are not signalled
     rhub.proc.wait()
     spawn.join(30)
+    assert alive(old_proxy)  # configurable-http-proxy runs on as an orphan (its own session)
     rhub.start()
     rhub.wait_service()
+    # the new hub found the orphan through its pid file and replaced it
+    new_proxy = int((rhub.state / "proxy.pid").read_text())
+    assert new_proxy != old_proxy and alive(new_proxy) and not alive(old_proxy)
 
     # the running instances answer their owners through the proxy again
     for user, server in instances:
@@ -77,3 +81,4 @@ def _post(hub, user, server, options):
         return hub.api("POST", f"/users/{user}/servers/{server}", json=options, timeout=60)
     except Exception as exc:  # the hub died under the request
         return exc
+

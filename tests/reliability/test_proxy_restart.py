@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from .conftest import reachable, wait_for
+from .conftest import alive, reachable, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +20,6 @@ def proxy_pid(hub) -> int | None:
         return int((hub.state / "proxy.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_killed_proxy_is_restarted_with_the_routes_of_running_instances(rhub, instances):
