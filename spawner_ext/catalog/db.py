@@ -240,3 +240,26 @@ engine_for = lru_cache(maxsize=8)(open_engine)
 
 def sessions(url: str) -> sessionmaker:
     return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@lru_cache(maxsize=8)
+def _read_engine(url: str) -> Engine:
+    """Pages and GET endpoints only read: on SQLite they begin DEFERRED and so never queue
+    behind the write lock that every admission, audit entry and culler intent takes (with
+    BEGIN IMMEDIATE, 16 readers at once waited on each other and on every writer:
+    benchmarks/api_latency.py). Other databases read at their own isolation on the same engine."""
+    engine = engine_for(url)  # the schema, upgraded once
+    if not url.startswith("sqlite"):
+        return engine
+    reader = create_engine(url, connect_args={"isolation_level": None, "timeout": 30})
+
+    @event.listens_for(reader, "begin")
+    def _begin_deferred(conn):
+        conn.exec_driver_sql("BEGIN")
+    return reader
+
+
+def read_sessions(url: str) -> sessionmaker:
+    """Sessions for reading only: a write through one is a mistake (it would not be atomic
+    with the reads before it on SQLite)."""
+    return sessionmaker(_read_engine(url), expire_on_commit=False)

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from .. import instance_record, policy, snapshots
-from ..catalog.db import AuditEvent, InstanceLifecycle, WorkspacePolicy, WorkspaceShare, now, sessions
+from ..catalog.db import (AuditEvent, InstanceLifecycle, WorkspacePolicy, WorkspaceShare, now, read_sessions,
+                          sessions)
 from ..catalog.live import allocation
 from ..catalog.models import Capacity
 from ..catalog_spawner import cached_catalog, default_state_db_url
@@ -64,6 +65,13 @@ def lifecycle_sessions():
 def context(actor: str):
     """One transaction as ``actor``: committed on success, rolled back on any exception."""
     with sessions(Settings.db_url)() as s, s.begin():
+        yield ops.Ctx(cached_catalog(Settings.catalog_path), s, actor)
+
+
+@contextmanager
+def reading(actor: str):
+    """A read-only view as ``actor`` (catalog/db.read_sessions: no write lock on SQLite)."""
+    with read_sessions(Settings.db_url)() as s, s.begin():
         yield ops.Ctx(cached_catalog(Settings.catalog_path), s, actor)
 
 
@@ -129,14 +137,14 @@ def cap_text(cap: Capacity) -> str:
 
 # --- reads ---------------------------------------------------------------------------
 def workspaces(user: dict) -> list[dict]:
-    with context(user["name"]) as ctx:
+    with reading(user["name"]) as ctx:
         return [{"id": w.id, "display_name": w.display_name, "role": w.members.get(user["name"]),
                  "ws": w} for w in ctx.catalog.workspaces if can(user, Action.view, w.id)]
 
 
 def overview(user: dict, ws: str) -> dict:
     require(user, Action.view, ws, ws)
-    with context(user["name"]) as ctx:
+    with reading(user["name"]) as ctx:
         return ops.overview(ctx, ws)
 
 
@@ -165,9 +173,9 @@ async def instances(user: dict, ws: str) -> list[dict]:
     workspace that are stopped now are listed after them with why they stopped."""
     def rows():
         require(user, Action.list_instances, ws, ws)
-        with context(user["name"]) as ctx:
+        with reading(user["name"]) as ctx:
             running = ops.instances(ctx, ws)
-        return running, instance_record.for_workspace(lifecycle_sessions(), ws)
+        return running, instance_record.for_workspace(read_sessions(Settings.db_url), ws)
     found, records = await asyncio.to_thread(rows)
     seen = {(r["user"], r["server"]) for r in found}
     for (owner, server), rec in sorted(records.items()):
@@ -185,7 +193,7 @@ async def instances(user: dict, ws: str) -> list[dict]:
 
 def saved_images(user: dict, ws: str) -> list[dict]:
     require(user, Action.view, ws, ws)
-    with context(user["name"]) as ctx:
+    with reading(user["name"]) as ctx:
         return ops.saved_images(ctx, ws, all_private=can(user, Action.publish_image, ws))
 
 
@@ -199,7 +207,7 @@ def saves_in_progress(user: dict, ws: str) -> list[dict]:
 
 def allocations(user: dict, action: str = "list-allocations") -> list[dict]:
     require_platform(user, action)
-    with context(user["name"]) as ctx:
+    with reading(user["name"]) as ctx:
         cat = ctx.catalog
         out = []
         for g in cat.resource_groups:
@@ -217,7 +225,7 @@ def allocations(user: dict, action: str = "list-allocations") -> list[dict]:
 
 
 def workspace_ids() -> list[str]:
-    with context("") as ctx:
+    with reading("") as ctx:
         return [w.id for w in ctx.catalog.workspaces]
 
 
@@ -226,7 +234,7 @@ def audit_log(user: dict, limit: int) -> list[dict]:
         raise OpError(403, "only platform admins may read the audit log")
     if not 1 <= limit <= 10000:
         raise OpError(400, "limit must be between 1 and 10000")
-    with context(user["name"]) as ctx:
+    with reading(user["name"]) as ctx:
         rows = ctx.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
         return [{"at": r.at.isoformat() + "Z", "actor": r.actor, "action": r.action, "workspace": r.workspace,
                  "target": r.target, "outcome": r.outcome, "detail": r.detail} for r in rows]
@@ -298,7 +306,7 @@ def _options_error(exc: OptionsError) -> OpError:
 def get_policy(user: dict, ws: str) -> dict:
     """The workspace's idle bound (None: the platform's applies) with the platform's bounds."""
     require(user, Action.view, ws, ws)
-    with context(user["name"]) as ctx:
+    with reading(user["name"]) as ctx:
         w = ops.workspace_or_404(ctx.catalog, ws)
         row = ctx.session.get(WorkspacePolicy, ws)
         bounds = idle_bounds()
@@ -404,12 +412,12 @@ async def unshare_instance(user: dict, ws: str, owner: str, server: str) -> dict
 
 # --- hub groups and shares follow the effective catalogue ------------------------------
 def _share_rows(ws: str) -> list[tuple[str, str]]:
-    with context("reconcile") as ctx:
+    with reading("reconcile") as ctx:
         return ops.shares(ctx.session, ws)
 
 
 def _snapshot(ws: str) -> tuple:
-    with context("reconcile") as ctx:
+    with reading("reconcile") as ctx:
         return ctx.catalog, ops.shares(ctx.session, ws)
 
 

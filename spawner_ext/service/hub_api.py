@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import httpx
@@ -13,11 +14,25 @@ from ..rbac import ws_builders_group, ws_group, ws_role_group
 from ..roles import Role
 
 
-def _client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
-        headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"}, timeout=30,
-    )
+#: one client per event loop, kept open: a new httpx client builds a new SSL context (~5 ms of
+#: CPU) even for plain http, which made every DSW request that asks the hub cost more than the
+#: hub's own answer (benchmarks/api_latency.py, docs/benchmarks.md)
+_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+
+@contextlib.asynccontextmanager
+async def _client():
+    """The hub's API with the service's token, on a pooled client of this event loop."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        for old in [lp for lp in _clients if lp.is_closed()]:
+            del _clients[old]  # clients of finished loops (tests run several)
+        client = _clients[loop] = httpx.AsyncClient(
+            base_url=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
+            headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"}, timeout=30,
+        )
+    yield client
 
 
 async def _usernames(hub: httpx.AsyncClient, page: int = 200) -> set[str]:
@@ -148,8 +163,9 @@ async def server_states(users: set[str]) -> dict[tuple[str, str], dict]:
     ``last_activity`` of the server (ISO time or None), from the hub's server models."""
     out = {}
     async with _client() as hub:
-        for user in users:
-            r = await hub.get(f"/users/{user}")
+        # one request per member, all at once (the pool bounds them), not one after the other
+        answers = await asyncio.gather(*(hub.get(f"/users/{user}") for user in sorted(users)))
+        for user, r in zip(sorted(users), answers):
             if r.status_code != 200:
                 continue
             for name, s in (r.json().get("servers") or {}).items():
