@@ -187,6 +187,22 @@ def alive(pid: int) -> bool:
         return False
 
 
+def children(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid``: their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
 def wait_for(check, what: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while True:

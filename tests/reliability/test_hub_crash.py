@@ -18,7 +18,7 @@ import pytest
 
 from spawner_ext.local.container import container_name
 
-from .conftest import (SMALL, alive, engine_any, engine_running, hub_active, reachable, reservations, wait_for,
+from .conftest import (SMALL, alive, children, engine_any, engine_running, hub_active, reachable, reservations, wait_for,
                        workspace_usage)
 
 pytestmark = pytest.mark.integration
@@ -38,6 +38,8 @@ def test_hub_killed_mid_spawn_comes_back_consistent(rhub, instances, engine):
     assert ("rl-ann", "a2") in reservations(rhub)  # admitted: it holds quota while it starts
 
     old_proxy = int((rhub.state / "proxy.pid").read_text())
+    services = {pid: cmd for pid, cmd in children(rhub.proc.pid).items() if pid != old_proxy}
+    assert any("spawner_ext.service" in cmd for cmd in services.values()), services  # the DSW service
     os.kill(rhub.proc.pid, signal.SIGKILL)  # the hub alone; the proxy, services and s3fs are not signalled
     rhub.proc.wait()
     spawn.join(30)
@@ -47,6 +49,10 @@ def test_hub_killed_mid_spawn_comes_back_consistent(rhub, instances, engine):
     # the new hub found the orphan through its pid file and replaced it
     new_proxy = int((rhub.state / "proxy.pid").read_text())
     assert new_proxy != old_proxy and alive(new_proxy) and not alive(old_proxy)
+    # and no service of the killed hub lives on beside the new hub's (a second idle culler, a
+    # stale DSW service or relay): each must die with the hub that started it
+    wait_for(lambda: not [pid for pid in services if alive(pid)],
+             f"the killed hub's services exit: {services}", timeout=30)
 
     # the running instances answer their owners through the proxy again
     for user, server in instances:
