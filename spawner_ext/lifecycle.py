@@ -294,7 +294,10 @@ class LifecycleMixin(CatalogSpawnerMixin):
         except BaseException as exc:
             if admitted:
                 self._start_failed = True
-                await asyncio.shield(self.release_instance("start failed", now=True))
+                try:  # what was made goes; the member is told why the start failed, not why cleaning up did
+                    await asyncio.shield(self.release_instance("start failed", now=True))
+                except Exception:
+                    self.log.exception("%s: release after a failed start did not finish", self._log_name)
             self._refused_early = not admitted and is_refusal(exc)
             self._failed_with(exc)
             raise

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from jupyterhub.spawner import Spawner
 from tornado import web
@@ -25,6 +26,8 @@ from ..storage.credentials import Keys, StorageError, local_keys
 from . import container
 
 _clients: dict[tuple[str, int], docker.DockerClient] = {}
+#: Docker Engine API version the spawner speaks (podman 4 serves 1.41; Docker 20.10+ at least it)
+ENGINE_API_VERSION = "1.41"
 
 
 class DSWLocalSpawner(LifecycleMixin, Spawner):
@@ -76,14 +79,23 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
     def client(self) -> docker.DockerClient:
         key = (self.engine_url, self.engine_timeout)
         if key not in _clients:
-            _clients[key] = docker.DockerClient(base_url=self.engine_url, timeout=self.engine_timeout)
+            # the API version is fixed, not asked: asking is a blocking round trip (on the event
+            # loop, at first use) and fails outright while the engine's API service is down
+            _clients[key] = docker.DockerClient(base_url=self.engine_url, timeout=self.engine_timeout,
+                                                version=ENGINE_API_VERSION)
         return _clients[key]
 
     async def _run(self, fn, *args, **kwargs) -> Any:
+        """A blocking engine call in the shared pool. An engine that cannot be reached becomes a
+        503 that says so (a bare connection error would reach the member as "error")."""
         if DSWLocalSpawner._executor is None:
             DSWLocalSpawner._executor = ThreadPoolExecutor(self.engine_threads, thread_name_prefix="dsw-engine")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(DSWLocalSpawner._executor, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(DSWLocalSpawner._executor, lambda: fn(*args, **kwargs))
+        except requests.exceptions.ConnectionError as exc:
+            raise web.HTTPError(503, log_message=f"the container engine at {self.engine_url} cannot be reached "
+                                                 f"({type(exc).__name__}); try again when it is back") from None
 
     # --- state -----------------------------------------------------------------
     def get_state(self):
@@ -245,7 +257,7 @@ class DSWLocalSpawner(LifecycleMixin, Spawner):
             info = await self._run(self.client.api.inspect_container, ref)
         except NotFound:
             return 0
-        except (DockerException, OSError) as exc:
+        except (DockerException, OSError, web.HTTPError) as exc:  # 503: engine unreachable
             self.log.warning("cannot reach the engine to poll %s: %s", self._log_name, exc)
             return None
         state = info["State"]
