@@ -23,7 +23,8 @@ def hub(tmp_path_factory, engine, engine_url):  # noqa: F811
     tmp = tmp_path_factory.mktemp("policies")
     cleanup_engine(engine, "sp-")
     catalog = make_catalog(tmp, platform_admins=["sp-root"], workspaces=[
-        {"id": WS, "members": {"sp-own": "owner", "sp-dev": "developer", "sp-ops": "ops", "sp-vis": "visitor"},
+        {"id": WS, "members": {"sp-own": "owner", "sp-dev": "developer", "sp-ops": "ops", "sp-vis": "visitor",
+                                       "sp-q": "developer"},
          "resource_groups": ["cpu"]},
         {"id": OTHER, "members": {"sp-x": "owner"}, "resource_groups": ["cpu"]}])
     h = Hub(tmp / "state", catalog, engine_url, extra_env={"DSW_SCHEDULE_SECONDS": "1", "DSW_RECONCILE_SECONDS": "2"})
@@ -127,3 +128,39 @@ def test_a_scheduled_stop_fires_after_a_hub_restart(hub):
     hub.wait_stopped("sp-dev", "later")
     last = wait_for(lambda: listed(hub, "sp-own", "sp-dev", "later")["last_stop"], 30, "the reason recorded")
     assert last["reason"] == "schedule" and last["by"] == "sp-dev", last
+
+
+def test_an_instance_found_running_over_quota_is_stopped_with_reason_quota(hub):
+    """The reconcile finds two instances running without their reservations (lost, as after a
+    state database restore) while the workspace's allocation now holds only one: the first it
+    meets is admitted again, the other is stopped, named 'quota' by 'reconcile', and audited."""
+    from sqlalchemy import delete, select
+
+    from spawner_ext.catalog.db import Reservation, sessions
+
+    db = sessions(f"sqlite:///{hub.state}/dsw.sqlite")
+    for name in ("q1", "q2"):
+        assert hub.spawn("sp-q", name, {"workspace": WS, "kind": "terminal", "instance_type": "half"}
+                         ).status_code in (201, 202)
+    with db() as s, s.begin():
+        s.execute(delete(Reservation).where(Reservation.user == "sp-q"))
+    r = svc(hub, "sp-root", "PUT", f"/allocations/cpu/{WS}", json={"cpu": 0.5, "memory": "1Gi", "gpu": 0})
+    assert r.status_code == 200, r.text
+    try:
+        stopped = wait_for(lambda: [n for n in ("q1", "q2") if not (hub.server_model("sp-q", n) or {}).get("ready")],
+                           60, "one of the two stopped by the reconcile")
+        assert len(stopped) == 1, stopped
+        kept = "q2" if stopped == ["q1"] else "q1"
+        last = wait_for(lambda: (listed(hub, "sp-own", "sp-q", stopped[0]) or {}).get("last_stop"), 30,
+                        "the stop recorded")
+        assert last["reason"] == "quota" and last["by"] == "reconcile", last
+        with db() as s:  # the other one runs with a reservation again
+            held = {(r.user, r.server) for r in s.scalars(select(Reservation))}
+        assert ("sp-q", kept) in held and ("sp-q", stopped[0]) not in held, held
+        assert (hub.server_model("sp-q", kept) or {}).get("ready")
+        audit = svc(hub, "sp-root", "GET", "/audit", params={"limit": 50}).json()
+        assert any(e["action"] == "stop-quota" and e["target"] == f"sp-q/{stopped[0]}" for e in audit), audit[:5]
+    finally:
+        svc(hub, "sp-root", "DELETE", f"/allocations/cpu/{WS}")
+        for name in ("q1", "q2"):
+            hub.api("DELETE", f"/users/sp-q/servers/{name}", json={"remove": True})
