@@ -44,7 +44,11 @@ async def arbiter(*, inactive, inactive_limit, server, **_):
 def config_file(state_dir: str) -> str:
     """Write the culler's config file (it loads a Python file: the hook is set there)."""
     path = os.path.join(state_dir, "idle_culler_config.py")
-    text = "c.IdleCuller.cull_arbiter_hook = __import__('spawner_ext.idle', fromlist=['arbiter']).arbiter\n"
+    text = ("import os\n"
+            "# die with the hub that started this culler (spawner_ext/lifetime.py): a hub killed with\n"
+            "# SIGKILL left it running, and every restart added one more culler\n"
+            "__import__('spawner_ext.lifetime', fromlist=['die_with_parent']).die_with_parent(os.getppid())\n"
+            "c.IdleCuller.cull_arbiter_hook = __import__('spawner_ext.idle', fromlist=['arbiter']).arbiter\n")
     os.makedirs(state_dir, exist_ok=True)
     if not os.path.exists(path) or open(path).read() != text:
         with open(path, "w") as f:
