@@ -158,20 +158,37 @@ async def revoke_shares(owner: str, server: str) -> None:
             r.raise_for_status()
 
 
-async def server_states(users: set[str]) -> dict[tuple[str, str], dict]:
+async def server_states(users: set[str], page: int = 200) -> dict[tuple[str, str], dict]:
     """Per (user, server): ``state`` (running, spawn, stop or stopped) and the hub's
-    ``last_activity`` of the server (ISO time or None), from the hub's server models."""
-    out = {}
+    ``last_activity`` of the server (ISO time or None), from the hub's server models.
+
+    A few members: their models, at once. More: one listing of the hub's active servers (paged),
+    since the cost of a workspace's instance list is the number of hub round trips it makes
+    (benchmarks/api_latency.py); a server absent from it is stopped."""
+    def add(out: dict, user: str, servers: dict) -> None:
+        for name, s in (servers or {}).items():
+            out[(user, name)] = {"state": "running" if s.get("ready") else (s.get("pending") or "stopped"),
+                                 "last_activity": s.get("last_activity")}
+
+    out: dict[tuple[str, str], dict] = {}
     async with _client() as hub:
-        # one request per member, all at once (the pool bounds them), not one after the other
-        answers = await asyncio.gather(*(hub.get(f"/users/{user}") for user in sorted(users)))
-        for user, r in zip(sorted(users), answers):
-            if r.status_code != 200:
-                continue
-            for name, s in (r.json().get("servers") or {}).items():
-                out[(user, name)] = {"state": "running" if s.get("ready") else (s.get("pending") or "stopped"),
-                                     "last_activity": s.get("last_activity")}
-    return out
+        if len(users) <= 2:
+            answers = await asyncio.gather(*(hub.get(f"/users/{user}") for user in sorted(users)))
+            for user, r in zip(sorted(users), answers):
+                if r.status_code == 200:
+                    add(out, user, r.json().get("servers"))
+            return out
+        offset = 0
+        while True:
+            r = await hub.get("/users", params={"state": "active", "offset": offset, "limit": page})
+            r.raise_for_status()
+            batch = r.json()
+            for u in batch:
+                if u["name"] in users:
+                    add(out, u["name"], u.get("servers"))
+            offset += len(batch)
+            if len(batch) < page:
+                return out
 
 
 def _server_path(user: str, server: str) -> str:
