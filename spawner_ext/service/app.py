@@ -216,8 +216,9 @@ def create_app() -> FastAPI:
     # --- API: saved images ---------------------------------------------------------
     @api.post("/workspaces/{ws}/images", status_code=201, summary="Save an own running instance as an image",
               responses=errors(409, 500, 502))
-    def save_image(ws: str, body: SaveImageBody, user: dict = Depends(current_user)):
-        return actions.save_image(user, ws, body.user, body.server, body.name)
+    async def save_image(ws: str, body: SaveImageBody, user: dict = Depends(current_user)):
+        # minutes of engine or agent work: not on the few threads the quick endpoints share
+        return await asyncio.to_thread(actions.save_image, user, ws, body.user, body.server, body.name)
 
     @api.post("/workspaces/{ws}/images/{image_id}/publish", summary="Publish a saved image to the workspace")
     def publish_image(ws: str, image_id: str, user: dict = Depends(current_user)):
@@ -225,8 +226,8 @@ def create_app() -> FastAPI:
 
     @api.delete("/workspaces/{ws}/images/{image_id}", summary="Delete a saved image (row, local tag, registry)",
                 responses=errors(409, 500))
-    def delete_image(ws: str, image_id: str, user: dict = Depends(current_user)):
-        return actions.delete_image(user, ws, image_id)
+    async def delete_image(ws: str, image_id: str, user: dict = Depends(current_user)):
+        return await asyncio.to_thread(actions.delete_image, user, ws, image_id)  # registry round trips
 
     # --- API: members, quotas, allocations -----------------------------------------
     @api.put("/workspaces/{ws}/members/{member}", summary="Add a member or change their role")
