@@ -35,6 +35,10 @@ def hub(tmp_path_factory, engine, engine_url):  # noqa: F811
 def test_each_instance_is_culled_after_its_own_limit(hub, engine):
     assert hub.spawn("ip-ann", "short", {"workspace": WS, "kind": "terminal", "idle_minutes": 0.1}).status_code in (201, 202)
     assert hub.spawn("ip-ann", "never", {"workspace": WS, "kind": "terminal"}).status_code in (201, 202)
+    # work saved in the home folder, as from the instance's terminal (the culler must not lose it)
+    (short,) = engine.containers.list(filters={"label": ["dsw/user=ip-ann", "dsw/server=short"]})
+    code, _ = short.exec_run(["sh", "-c", "echo results-of-the-day > ~/notes.txt"], user="1000:100")
+    assert code == 0
     deadline = time.monotonic() + 90
     while (hub.server_model("ip-ann", "short") or {}).get("ready"):
         assert time.monotonic() < deadline, "the idle instance was not stopped within 90 s"
@@ -48,3 +52,9 @@ def test_each_instance_is_culled_after_its_own_limit(hub, engine):
     # the same culler passed over the other one on every round since: its limit is never
     assert hub.server_model("ip-ann", "never")["ready"] and by_name["never"]["idle_minutes"] == 0
     assert engine.containers.list(filters={"label": ["dsw/user=ip-ann", "dsw/server=never"]})
+    # the culled instance's container is gone, its home is not: started again, the file is there
+    assert not engine.containers.list(all=True, filters={"label": ["dsw/user=ip-ann", "dsw/server=short"]})
+    assert hub.spawn("ip-ann", "short", {"workspace": WS, "kind": "terminal", "idle_minutes": 60}).status_code in (201, 202)
+    (short,) = engine.containers.list(filters={"label": ["dsw/user=ip-ann", "dsw/server=short"]})
+    code, out = short.exec_run(["cat", "/home/jovyan/notes.txt"], user="1000:100")
+    assert (code, out.decode()) == (0, "results-of-the-day\n")
