@@ -436,12 +436,15 @@ async def converge(ws: str) -> list[str]:
     Race-free with concurrent changes: the hub's state is read first, the catalogue
     snapshotted after, and only what was read is removed. Anything added to the hub after
     that read was committed to the state database after it too, so a stale snapshot never
-    undoes it; a removal committed after the snapshot is applied by its own change."""
+    undoes it; a removal committed after the snapshot is applied by its own change, and an
+    addition is checked against a snapshot taken after the group was read (sync_groups), so
+    a stale snapshot never puts back a member a concurrent change took out."""
     rows = await asyncio.to_thread(_share_rows, ws)
     seen_groups = await hub_api.workspace_groups(ws)
     seen_shares = await hub_api.share_holders(rows)
     cat, shared = await asyncio.to_thread(_snapshot, ws)
-    await hub_api.sync_groups(cat, ws, seen=seen_groups)
+    await hub_api.sync_groups(cat, ws, seen=seen_groups,
+                              current=lambda: asyncio.to_thread(lambda: _snapshot(ws)[0]))
     result = await hub_api.sync_shares(cat, shared, ws, seen=seen_shares, allowed=subdomains())
     if result.gone:
         await asyncio.to_thread(_forget_shares, ws, result.gone)

@@ -66,13 +66,19 @@ async def workspace_groups(ws: str) -> dict[str, set[str]]:
 
 
 async def sync_groups(catalog: Catalog, only_workspace: str | None = None,
-                      seen: dict[str, set[str]] | None = None) -> None:
+                      seen: dict[str, set[str]] | None = None, current=None) -> None:
     """Make the hub's workspace groups equal the effective membership of ``catalog``.
 
     Removal is race-free when ``seen`` (the hub's groups read BEFORE ``catalog`` was
     snapshotted) is given: only those members are removed. Whoever joined the hub's group
     after that read was committed to the state database after it too, so a snapshot older
-    than that change never removes them (the change syncs them itself)."""
+    than that change never removes them (the change syncs them itself).
+
+    Addition is race-free when ``current`` (an async callable giving a fresh catalogue) is
+    given: a member is added only if a snapshot taken after the group was read still has
+    them. Every change commits to the state database before it touches the hub, so a member
+    missing from the group because a change (an SSO login, a removal) took them out is
+    missing from that snapshot too; the older ``catalog`` would have put them back."""
     want = catalog_groups(catalog)
     if only_workspace:
         mine = set(workspace_group_names(only_workspace))
@@ -88,8 +94,11 @@ async def sync_groups(catalog: Catalog, only_workspace: str | None = None,
                     (await hub.post(f"/groups/{group}", json={"users": members})).raise_for_status()
                 continue
             have = set(r.json().get("users", []))
-            if add := sorted(set(members) - have):
-                (await hub.post(f"/groups/{group}/users", json={"users": add})).raise_for_status()
+            add = set(members) - have
+            if add and current is not None:
+                add &= set(catalog_groups(await current()).get(group, []))
+            if add:
+                (await hub.post(f"/groups/{group}/users", json={"users": sorted(add)})).raise_for_status()
             removable = have if seen is None else have & seen.get(group, set())
             if drop := sorted(removable - set(members)):
                 (await hub.request("DELETE", f"/groups/{group}/users", json={"users": drop})).raise_for_status()
