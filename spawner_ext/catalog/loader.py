@@ -44,9 +44,16 @@ def _read_yaml(path: Path) -> Any:
 def _merge_image_metadata(data: dict, path: Path) -> list[dict]:
     """Managed-image metadata (images/images.yaml) first, catalogue entries override by id."""
     ref = data.pop("image_metadata", None)
-    images = list(data.get("images") or [])
+    images = data.get("images")
+    if images is not None and not isinstance(images, list):
+        if not ref:
+            return images  # the model reports it ("images: Input should be a valid list")
+        raise CatalogError([(str(path), "images", "must be a list of images")])
+    images = images or []
     if not ref:
         return images
+    if not isinstance(ref, str):
+        raise CatalogError([(str(path), "image_metadata", "must be a file name (text), relative to the catalogue")])
     meta_path = (path.parent / ref).resolve()
     meta = _read_yaml(meta_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("images"), list):

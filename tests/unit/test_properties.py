@@ -12,7 +12,7 @@ import posixpath
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spawner_ext.catalog import CatalogError, load_catalog
@@ -79,23 +79,11 @@ def _dump(data) -> str:
         return str(data)
 
 
-def _known_loader_bug(data) -> bool:
-    """Shapes that crash loader._merge_image_metadata today (see the xfail tests below):
-    ``images`` a scalar, or ``image_metadata`` not a string. Excluded here so the property
-    keeps checking everything else; the xfail tests fail loudly once the loader is fixed."""
-    if not isinstance(data, dict):
-        return False
-    images, meta = data.get("images"), data.get("image_metadata")
-    return bool(images) and not isinstance(images, (list, dict, str)) or \
-        bool(meta) and not isinstance(meta, str)
-
-
 @FAST
 @given(data=catalogues())
 def test_any_catalogue_loads_or_names_file_and_path(tmp_path, data):
     """Arbitrary YAML structures: a Catalog, or a CatalogError whose every problem names the
     file (the catalogue or the image metadata it references) and a message; nothing else."""
-    assume(not _known_loader_bug(data))
     path = tmp_path / "catalog.yaml"
     path.write_text(_dump(data))
     try:
@@ -124,8 +112,6 @@ def test_any_text_loads_or_names_file(tmp_path, text):
         assert exc.problems and all(f == str(path) and m for f, _, m in exc.problems), exc.problems
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="loader bug: images: <scalar> crashes "
-                   "_merge_image_metadata (list(True)) instead of a CatalogError naming 'images'")
 @pytest.mark.parametrize("value", [True, 5, 1.5])
 def test_images_scalar_is_a_catalogue_error(tmp_path, value):
     path = tmp_path / "catalog.yaml"
@@ -135,8 +121,6 @@ def test_images_scalar_is_a_catalogue_error(tmp_path, value):
     assert exc.value.problems[0][1].startswith("images")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="loader bug: image_metadata: <not a string> "
-                   "crashes _merge_image_metadata (Path / list) instead of a CatalogError naming 'image_metadata'")
 @pytest.mark.parametrize("value", [["images.yaml"], {"a": 1}, 3, True])
 def test_image_metadata_not_a_string_is_a_catalogue_error(tmp_path, value):
     path = tmp_path / "catalog.yaml"
