@@ -82,7 +82,7 @@ def home_volume_name(workspace: str, user: str) -> str:
 def label_value(text: str) -> str:
     """A label value (Docker and Kubernetes) that names ``text`` and no other text."""
     encoded = slug(text)
-    if LABEL_VALUE.match(encoded) and len(encoded) <= 63:
+    if LABEL_VALUE.fullmatch(encoded) and len(encoded) <= 63:
         return encoded
     return "h_" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
@@ -95,7 +95,7 @@ def dns_subdomain_problem(name: str) -> str | None:
     """Why ``name`` cannot name a Kubernetes object such as a PVC (None when it can)."""
     if len(name) > DNS_SUBDOMAIN_MAX:
         return f"is longer than {DNS_SUBDOMAIN_MAX} characters"
-    if not all(DNS_LABEL.match(part) for part in name.split(".")):
+    if not all(DNS_LABEL.fullmatch(part) for part in name.split(".")):
         return ("is not a DNS name (each '.'-separated part: lower-case letters, digits and '-', "
                 "starting and ending with a letter or digit, at most 63 characters)")
     return None
@@ -107,7 +107,7 @@ def image_repository(prefix: str, workspace: str, user: str, name: str) -> str:
     refused (ValueError) when a part is not a valid repository path component."""
     parts = [workspace, slug(user), slug(name)]
     component = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$")
-    bad = [p for p in parts if not component.match(p)]
+    bad = [p for p in parts if not component.fullmatch(p)]
     if bad:
         raise ValueError(f"{bad[0]!r} cannot be part of an image repository (it must start and end "
                          "with a letter or digit)")

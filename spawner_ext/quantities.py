@@ -23,7 +23,7 @@ def _parse(value: str | int | float) -> Decimal:
             raise QuantityError(f"{value!r} is negative")
         return Decimal(str(value))
     text = str(value).strip()
-    match = _QUANTITY.match(text)
+    match = _QUANTITY.fullmatch(text)
     if not match:
         raise QuantityError(
             f"{value!r} is not a quantity (examples: 2, 500m, 0.5, 16Gi, 512Mi)"

@@ -65,7 +65,7 @@ def registry_host(prefix: str) -> str | None:
 
 
 def valid_name(name: str) -> bool:
-    return isinstance(name, str) and re.match(NAME_PATTERN, name) is not None
+    return isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None
 
 
 def new_id() -> str:
@@ -132,7 +132,7 @@ def _scrub_env(cli: docker.DockerClient, info: dict) -> list[str]:
     except (ImageNotFound, APIError, KeyError):
         base = set()
     keys = sorted({e.partition("=")[0] for e in info["Config"].get("Env") or [] if e not in base})
-    return [f"ENV {k}=" for k in keys if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+    return [f"ENV {k}=" for k in keys if re.fullmatch(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
 
 
 PACKAGES_MARK = "--- dsw: pip list ---"

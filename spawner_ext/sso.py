@@ -232,7 +232,7 @@ class DSWOAuthenticator(GenericOAuthenticator):
         user_info = auth_state.get(self.user_auth_state_key) or {}
         username = self.normalize_username(self.user_info_to_username(user_info))
         wanted = workspace_roles(idp_groups, self._parsed_map)
-        if wanted and not re.match(USERNAME_PATTERN, username):
+        if wanted and not re.fullmatch(USERNAME_PATTERN, username):
             self.log.warning("SSO: %s cannot be a workspace member (names must match %s)", username, USERNAME_PATTERN)
             wanted = {}
         catalog = load_catalog(self.catalog_path)  # the file may have changed since startup

@@ -38,7 +38,7 @@ def _unescape(field: str) -> str:
 
 
 def pids_of(container_id: str, proc: str = "/proc") -> list[int]:
-    if not ID_RE.match(container_id or ""):
+    if not ID_RE.fullmatch(container_id or ""):
         raise NotFound(f"not a container id: {container_id!r}")
     found = []
     for entry in os.listdir(proc):

@@ -65,7 +65,7 @@ class Published:
 
 
 def blank_env(env: list[str]) -> list[str]:
-    return [f"{k}=" if SECRET_ENV.match(k) else f"{k}={v}" for k, _, v in (e.partition("=") for e in env)]
+    return [f"{k}=" if SECRET_ENV.fullmatch(k) else f"{k}={v}" for k, _, v in (e.partition("=") for e in env)]
 
 
 def new_config(base: dict, layer: Layer, comment: str, now: dt.datetime | None = None) -> dict:

@@ -68,7 +68,7 @@ class Workspace(Strict):
     @classmethod
     def _usernames(cls, members: dict[str, Role]) -> dict[str, Role]:
         for name in members:
-            if not re.match(USERNAME_PATTERN, name):
+            if not re.fullmatch(USERNAME_PATTERN, name):
                 raise ValueError(f"member name {name!r} must match {USERNAME_PATTERN}")
         owners = [n for n, r in members.items() if r == Role.owner]
         if len(owners) > 1:
@@ -240,7 +240,7 @@ class OssStorage(Strict):
     @classmethod
     def _prefix(cls, value: str) -> str:
         value = value.strip("/")
-        if value and (".." in value.split("/") or "//" in value or not re.match(r"^[A-Za-z0-9._/-]+$", value)):
+        if value and (".." in value.split("/") or "//" in value or not re.fullmatch(r"^[A-Za-z0-9._/-]+$", value)):
             raise ValueError(f"prefix {value!r} must be a plain relative path (letters, digits, '.', '_', '-', '/')")
         return value
 

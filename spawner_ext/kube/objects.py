@@ -54,7 +54,7 @@ class KubeSettings:
 def namespace_name(template: str, workspace: str) -> str:
     """The workspace's namespace from a template with ``{workspace}``; refused if not a DNS label."""
     name = template.format(workspace=workspace)
-    if not DNS_LABEL.match(name):
+    if not DNS_LABEL.fullmatch(name):
         raise ValueError(f"namespace template {template!r} gives {name!r}, which is not a DNS label "
                          "(lower-case letters, digits and '-', at most 63 characters)")
     return name
@@ -133,7 +133,7 @@ def image_pull_secrets(pull_secret: str | None) -> list[dict]:
 def volume_name(mount: Mount, index: int) -> str:
     """``home`` or ``storage-<catalogue id>`` (ids are DNS labels); refused, never rewritten."""
     name = mount.name or f"{mount.type}-{index}"
-    if not DNS_LABEL.match(name):
+    if not DNS_LABEL.fullmatch(name):
         raise ValueError(f"volume name {name!r} is not a DNS label")
     return name
 
@@ -156,7 +156,7 @@ def csi_oss_volume(name: str, source: str, read_only: bool, *, driver: str, secr
     bucket, _, prefix = source.strip("/").partition("/")
     if not bucket:
         raise ValueError(f"OSS source {source!r} must look like bucket or bucket/prefix")
-    if not DNS_LABEL.match(secret_name or ""):
+    if not DNS_LABEL.fullmatch(secret_name or ""):
         raise ValueError(f"OSS secret name {secret_name!r} is not a DNS label")
     volume_attributes = {**(attributes or {}), bucket_attribute: bucket}
     if prefix:

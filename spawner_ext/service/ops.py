@@ -56,7 +56,7 @@ def workspace_or_404(cat: Catalog, ws: str):
 def set_member(ctx: Ctx, ws: str, user: str, role: Role, *, actor_role: str | None, source: str = "admin") -> None:
     cat = ctx.catalog
     w = workspace_or_404(cat, ws)
-    if not re.match(USERNAME_PATTERN, user):
+    if not re.fullmatch(USERNAME_PATTERN, user):
         raise OpError(400, f"member name {user!r} must match {USERNAME_PATTERN}")
     current = w.members.get(user)
     if current == Role.owner and role != Role.owner and actor_role != Role.owner and actor_role != "platform":

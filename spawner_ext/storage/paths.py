@@ -47,7 +47,7 @@ def mount_path_problem(path: object, home: str = HOME) -> str | None:
         return "must be absolute (start with '/')"
     if ".." in path.split("/"):
         return "must not contain '..'"
-    if not PATH_CHARS.match(path):
+    if not PATH_CHARS.fullmatch(path):
         return "may hold only letters, digits, '.', '_', '-', '@', '+' and '/'"
     if path == "/":
         return "must not be '/'"
@@ -85,7 +85,7 @@ def sub_path_template_problem(template: str) -> str | None:
     if unknown:
         return f"unknown placeholder {{{unknown[0]}}} (known: {', '.join('{' + f + '}' for f in SUB_PATH_FIELDS)})"
     stripped = re.sub(r"{[^{}]*}", "x", template)
-    if "{" in stripped or "}" in stripped or not re.match(r"^[A-Za-z0-9._/-]+$", stripped):
+    if "{" in stripped or "}" in stripped or not re.fullmatch(r"^[A-Za-z0-9._/-]+$", stripped):
         return "may hold only letters, digits, '.', '_', '-', '/' and placeholders"
     return None
 

@@ -165,3 +165,18 @@ def test_loader_refuses_ids_whose_hub_names_collide(write_catalog, monkeypatch):
         load_catalog(write_catalog(data))
     assert any(p == "workspaces[2].id" and "group ws-vision-admin" in m and "'vision'" in m
                for _, p, m in exc.value.problems), exc.value.problems
+
+
+def test_a_trailing_newline_never_passes_a_name_or_path_check():
+    """Python's ``$`` also matches before a final newline: every validator matches the whole
+    text, so 'bob\\n' is not a member name and 'dsw-x\\n' not a DNS name (a name built to
+    look like another one)."""
+    import pytest
+
+    from spawner_ext.catalog.models import Workspace
+    from spawner_ext.naming import dns_subdomain_problem
+    from spawner_ext.storage.paths import mount_path_problem
+
+    assert dns_subdomain_problem("dsw-x\n") and mount_path_problem("/mnt/data\n")
+    with pytest.raises(ValueError):
+        Workspace.model_validate({"id": "w", "members": {"bob\n": "developer"}, "resource_groups": []})

@@ -13,7 +13,7 @@ import string
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spawner_ext.catalog import CatalogError, load_catalog
@@ -253,7 +253,6 @@ def test_mount_paths_are_refused_with_a_reason_or_stay_inside(path):
     no '//', no trailing '/'), is not '/', and neither covers nor sits in a system folder or
     the home folder: normalising it (as the kernel would) changes nothing, so no spelling of
     a forbidden folder gets through."""
-    assume(not (isinstance(path, str) and path.endswith("\n")))  # known bug: see the xfail test below
     problem = mount_path_problem(path)
     if problem is not None:
         assert isinstance(problem, str) and problem
@@ -268,9 +267,6 @@ def test_mount_paths_are_refused_with_a_reason_or_stay_inside(path):
         assert not (path == folder or path.startswith(folder + "/") or folder.startswith(path + "/")), path
 
 
-@pytest.mark.xfail(strict=True, reason="paths.py bug: PATH_CHARS uses '$', which also matches before a "
-                   "trailing newline, so '/mnt/data\\n' is accepted as a mount path (and '{user}\\n' as a sub-path "
-                   "template); fullmatch or '\\Z' would refuse them")
 @pytest.mark.parametrize("check,value", [(mount_path_problem, "/mnt/data\n"), (sub_path_template_problem, "{user}\n")])
 def test_a_trailing_newline_is_refused(check, value):
     assert check(value), repr(value)
