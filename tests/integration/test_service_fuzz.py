@@ -8,7 +8,7 @@ and reach the permission and validation code. Each answer must:
 
 * not be a 5xx;
 * have a status the document lists for that operation, a declared content type, and a body
-  that matches the declared schema;
+  that matches the declared schema; data that breaks the document (negative) is refused;
 * if it is a refusal (4xx) of a change (POST/PUT/PATCH/DELETE), leave the state as it was:
   workspaces and members, quotas, allocations, idle policies, instances, saved images (the
   service's own GET endpoints, read with the admin's token) and the hub's users, groups and
@@ -39,8 +39,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
-                                 status_code_conformance)
+from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
+                                 response_schema_conformance, status_code_conformance)
 
 from .conftest import make_catalog
 from .hubproc import Hub
@@ -53,7 +53,8 @@ CALLERS = [VISITOR, DEV, OWNER, ADMIN]  # see the module docstring for the order
 MIN_REQUESTS = 300
 PER_STRATEGY = 10  # x 2 data modes x ~22 operations, less the few without parameters
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          negative_data_rejection]
 # names that exist (or nearly), for path parameters of the same name
 KNOWN = {
     "ws": ["fzvision", "fzvision", "fzother"],
