@@ -210,8 +210,10 @@ def test_spawn_form_lists_storage_per_workspace(catalog):
     from spawner_ext.catalog.models import Kind
     env = jinja2.Environment(loader=jinja2.PackageLoader("spawner_ext", "templates"), autoescape=True)
     workspaces = [{"ws": catalog.workspace(w), "role": "owner", "images": catalog.images_for(w), "groups": [],
-                   "storage": catalog.storage_for(w)} for w in ("nlp", "vision")]
-    html = env.get_template("spawn_form.html").render(workspaces=workspaces, kinds=list(Kind), user="alice")
+                   "storage": catalog.storage_for(w), "idle_max": 1440, "idle_default": 0}
+                  for w in ("nlp", "vision")]
+    html = env.get_template("spawn_form.html").render(workspaces=workspaces, kinds=list(Kind), user="alice",
+                                                      script_max=16384, stop_max_hours=168)
     assert '<input type="hidden" name="mounts" id="dsw-mounts"' in html
     assert html.count('data-ws="vision" data-storage=') == 3 and html.count('data-ws="nlp" data-storage=') == 2
     row = html[html.index('data-ws="vision" data-storage="datasets"'):]
