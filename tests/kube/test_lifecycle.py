@@ -51,6 +51,11 @@ async def test_start_poll_stop(make_spawner, kubelet, emulator, kind, group):
 
     url, events = await start_with_progress(spawner)
     assert url == "http://10.1.2.3:8888"
+    # the kubelet's events reach the progress, each once (kubespawner's loop stopped and its last
+    # pass made by DSWKubeSpawner.engine_create)
+    pod_events = [e["message"] for e in events if "[Normal]" in e["message"]]
+    assert pod_events and len(pod_events) == len(set(pod_events)), pod_events
+    assert any("Successfully assigned" in m for m in pod_events), pod_events
 
     pod = pods(emulator)["dsw-bob"]
     assert pod["status"]["phase"] == "Running"
