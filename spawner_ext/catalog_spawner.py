@@ -69,9 +69,15 @@ class CatalogSpawnerMixin(LoggingConfigurable):
         help="Platform idle policy: the longest idle time a workspace may allow (its owners/admins set "
              "theirs within it). Set by hubconfig from DSW_IDLE_MAX_MINUTES.")
 
+    idle_min_minutes = Float(
+        0, config=True,
+        help="Platform idle policy: the shortest idle limit anyone may choose (twice the culler's check "
+             "period, which is also how often instances report activity). Set by hubconfig.")
+
     @property
     def idle_bounds(self) -> policy.IdleBounds:
-        return policy.IdleBounds(default_minutes=self.idle_default_minutes, max_minutes=self.idle_max_minutes)
+        return policy.IdleBounds(default_minutes=self.idle_default_minutes, max_minutes=self.idle_max_minutes,
+                                 min_minutes=self.idle_min_minutes)
 
     @default("state_db_url")
     def _default_state_db_url(self):
@@ -120,6 +126,7 @@ class CatalogSpawnerMixin(LoggingConfigurable):
         return _templates.get_template("spawn_form.html").render(
             workspaces=workspaces, kinds=list(Kind), user=self.user.name,
             script_max=policy.STARTUP_SCRIPT_MAX_BYTES, stop_max_hours=policy.MAX_STOP_HOURS,
+            idle_min=bounds.min_minutes,
         )
 
     def options_from_form(self, formdata: dict) -> dict:

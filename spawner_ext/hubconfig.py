@@ -188,6 +188,7 @@ def configure(c, settings: HubSettings) -> Catalog:
     # the platform level of the idle policy (spawner_ext/policy.py): default and workspace bound
     c.Spawner.idle_default_minutes = s.idle_timeout / 60
     c.Spawner.idle_max_minutes = s.idle_max_minutes
+    c.Spawner.idle_min_minutes = idle_min_minutes(s)
     c.CatalogSpawnerMixin.catalog_path = s.catalog_path
     c.CatalogSpawnerMixin.state_db_url = s.db_url
     _authenticator(c, s, catalog)
@@ -287,6 +288,7 @@ def dsw_service(s: HubSettings) -> dict:
     the hub starts it with its own API token and routes /services/dsw/ to it."""
     env = {"DSW_CATALOG": s.catalog_path, "DSW_STATE_DB_URL": s.db_url, "DSW_STATE": s.state_dir,
            "DSW_IDLE_DEFAULT_MINUTES": f"{s.idle_timeout / 60:g}", "DSW_IDLE_MAX_MINUTES": f"{s.idle_max_minutes:g}",
+           "DSW_IDLE_MIN_MINUTES": f"{idle_min_minutes(s):g}",
            "DSW_PUBLIC_URL": s.public_url,
            "DSW_RECONCILE_SECONDS": f"{s.reconcile_seconds:g}", "PYTHONPATH": os.pathsep.join(sys.path),
            "DSW_IMAGE_REGISTRY_TLS_VERIFY": "1" if s.image_registry_tls_verify else "0"}
@@ -342,6 +344,13 @@ def idle_check_seconds(s: HubSettings) -> int:
     """How often the idle culler looks (``DSW_IDLE_CHECK_SECONDS``; unset: half the platform
     default, 5 to 300 s), and so how often instances report their activity to the hub."""
     return s.idle_check_seconds or max(5, min(300, (s.idle_timeout or 24 * 3600) // 2))
+
+
+def idle_min_minutes(s: HubSettings) -> float:
+    """The shortest idle limit a workspace or member may choose: two check periods. An instance
+    in use reports its activity once per period and the culler looks once per period, so its
+    last activity as the culler sees it may be up to two periods old."""
+    return 2 * idle_check_seconds(s) / 60
 
 
 def idle_culler(s: HubSettings) -> tuple[dict, dict]:

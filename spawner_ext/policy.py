@@ -32,6 +32,14 @@ class IdleBounds:
 
     default_minutes: float = 0.0  # 0: an instance nobody chose a limit for is never culled
     max_minutes: float = 24 * 60  # the longest idle time a workspace may allow
+    #: the shortest limit anyone may choose: instances report activity and the culler looks
+    #: once per check period, so a shorter limit would stop instances that are in use
+    min_minutes: float = 0.0
+
+    def too_short(self, minutes: float, field: str) -> None:
+        if 0 < minutes < self.min_minutes:
+            raise OptionsError(400, field, f"at least {self.min_minutes:g} minutes (activity is checked every "
+                                           f"{self.min_minutes * 30:g} s; a shorter limit would stop instances in use)")
 
 
 def _number(value: Any, field: str) -> float:
@@ -59,6 +67,7 @@ def workspace_idle_max(value: Any, bounds: IdleBounds, field: str = "idle_max_mi
         raise OptionsError(400, field, "must be more than 0 minutes (clear it to use the platform's bound)")
     if minutes > bounds.max_minutes:
         raise OptionsError(400, field, f"at most {bounds.max_minutes:g} minutes (the platform's bound)")
+    bounds.too_short(minutes, field)
     return minutes
 
 
@@ -87,6 +96,7 @@ def effective_idle(choice: Any, workspace_max: float | None, bounds: IdleBounds,
     if limit and minutes > limit:
         who = "the workspace's" if cap is not None else "the platform's"
         raise OptionsError(400, field, f"at most {limit:g} minutes ({who} idle limit)")
+    bounds.too_short(minutes, field)
     return minutes
 
 

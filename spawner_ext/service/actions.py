@@ -54,7 +54,8 @@ def idle_bounds() -> policy.IdleBounds:
         except ValueError:
             return default
     return policy.IdleBounds(default_minutes=minutes("DSW_IDLE_DEFAULT_MINUTES", base.default_minutes),
-                             max_minutes=minutes("DSW_IDLE_MAX_MINUTES", base.max_minutes))
+                             max_minutes=minutes("DSW_IDLE_MAX_MINUTES", base.max_minutes),
+                             min_minutes=minutes("DSW_IDLE_MIN_MINUTES", base.min_minutes))
 
 
 def lifecycle_sessions():

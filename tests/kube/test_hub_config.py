@@ -254,6 +254,7 @@ async def test_one_machine_and_chart_configure_the_same_product(render, tmp_path
     # the platform level of the idle policy, from the same settings on both
     assert local.Spawner.idle_default_minutes == kube.Spawner.idle_default_minutes == 10
     assert local.Spawner.idle_max_minutes == kube.Spawner.idle_max_minutes == 480
+    assert local.Spawner.idle_min_minutes == kube.Spawner.idle_min_minutes == 1  # two 30 s checks
     for c in (local, kube):
         assert "--cull-every=30" in services(c)["idle-culler"]["command"]
     for name in ("first_admin", "first_admin_password"):  # the same sign-in rules, the admin's own password

@@ -119,3 +119,14 @@ def test_schedules_fire_once_and_belong_to_one_instance(db):
     assert instance_record.due(db) == []  # a stop clears the schedule
     assert not instance_record.set_stop_at(db, "nobody", "", soon, "ann")  # no such instance: nothing made
     assert instance_record.get(db, "nobody", "") is None
+
+
+def test_no_limit_shorter_than_two_activity_checks():
+    """Instances report activity once per culler check: a limit under two checks would stop
+    instances in use, so member and workspace choices below it are refused naming the field."""
+    bounds = policy.IdleBounds(default_minutes=0, max_minutes=240, min_minutes=10)
+    assert "at least 10 minutes (activity is checked every 300 s" in refused(
+        "idle_minutes", policy.effective_idle, 5, None, bounds)
+    assert "at least 10 minutes" in refused("idle_max_minutes", policy.workspace_idle_max, 9.5, bounds)
+    assert policy.effective_idle(10, None, bounds) == 10 and policy.workspace_idle_max(10, bounds) == 10
+    assert policy.effective_idle(None, None, bounds) == 0  # nobody chose: the platform default (never)
