@@ -142,7 +142,7 @@ def test_state_reading_is_stable_and_sees_a_change(fhub):
     assert state.read() == before
     api = f"{fhub.url}/services/dsw/api/v1/workspaces/fzother/policy"
     auth = {"Authorization": f"token {fhub.tokens[ADMIN]}"}
-    r = requests.put(api, json={"idle_max_minutes": 7}, headers=auth, timeout=30)
+    r = requests.put(api, json={"idle_max_minutes": 70}, headers=auth, timeout=30)
     assert r.status_code == 200, r.text
     assert "fzother/policy" in diff(before, state.read())
     r = requests.put(api, json={"idle_max_minutes": None}, headers=auth, timeout=30)

@@ -44,6 +44,41 @@ def weed_binary() -> str:
     return found
 
 
+def _start_weed(tmp: Path, identities: Path, admin, member):
+    """(process, S3, log) of a SeaweedFS answering S3 with the test buckets' first bucket made,
+    or (None, None, log text) when a port was taken before weed bound it."""
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    (tmp / "data").mkdir(parents=True)
+    cmd = [weed_binary(), "server", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
+           f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
+           "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
+           "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}", f"-s3.config={identities}",
+           "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+           "-master.volumeSizeLimitMB=256", "-volume.max=0"]
+    log = open(tmp / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    server = S3(f"http://127.0.0.1:{ports['s3']}", admin, member)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            log.close()
+            text = (tmp / "weed.log").read_text()
+            if "address already in use" in text:
+                return None, None, text
+            pytest.fail(f"weed exited: {text[-2000:]}")
+        try:
+            server.client().create_bucket(Bucket=BUCKET)
+            return proc, server, ""
+        except Exception:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"SeaweedFS did not answer: {(tmp / 'weed.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seaweed")
@@ -55,31 +90,15 @@ def s3(tmp_path_factory):
          "actions": [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}",
                      f"Read:{READONLY_BUCKET}", f"List:{READONLY_BUCKET}"]},
     ]}))
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    grpc = {name: free_port() for name in ports}
-    (tmp / "data").mkdir()
-    cmd = [weed_binary(), "server", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
-           f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
-           "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
-           "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}", f"-s3.config={tmp / 'identities.json'}",
-           "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-           "-master.volumeSizeLimitMB=256", "-volume.max=0"]
-    log = open(tmp / "weed.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3(f"http://127.0.0.1:{ports['s3']}", admin, member)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"weed exited: {(tmp / 'weed.log').read_text()[-2000:]}")
-        try:
-            server.client().create_bucket(Bucket=BUCKET)
+    # Ports are picked free, then bound by weed a moment later; in a busy run another process
+    # (an outgoing connection's ephemeral port, a container) can take one meanwhile, and weed
+    # exits "address already in use". Then: new ports, a fresh data folder, up to three tries.
+    for attempt in range(3):
+        proc, server, log = _start_weed(tmp / f"try{attempt}", tmp / "identities.json", admin, member)
+        if proc is not None:
             break
-        except Exception:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"SeaweedFS did not answer: {(tmp / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    else:
+        pytest.fail(f"weed could not bind its ports three times: {log[-2000:]}")
     server.client().create_bucket(Bucket=READONLY_BUCKET)
     server.client().put_object(Bucket=READONLY_BUCKET, Key="shared/readme.txt", Body=b"read only data\n")
     yield server
@@ -89,4 +108,4 @@ def s3(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    log.close()
+    proc.log.close()
