@@ -50,19 +50,13 @@ def _over(used: Resources, limit: Resources, asked: Resources) -> list[str]:
     return [dim for dim in (used + asked).exceeding(limit) if getattr(asked, dim)]
 
 
-def _check(who: str, group: str | None, used: Resources, limit: Resources, asked: Resources) -> None:
-    """Refuse if ``asked`` does not fit (``_over``), saying what is in use and what was asked."""
-    for dim in _over(used, limit, asked):
-        raise QuotaExceeded(
-                f"{who}: {used.amount(dim)} of {limit.amount(dim)} {Resources.unit(dim)} in use"
-                f"{f' in group {group}' if group else ''}; this instance asks for {asked.amount(dim)}")
-
-
 @dataclass(frozen=True)
 class Level:
-    """One limit on a member's next instance in a resource group, and what of it is in use."""
+    """One limit on a member's next instance in a resource group, and what of it is in use.
+    Admission and the spawn form both use it, so the form never promises what admission refuses."""
 
-    who: str  # "resource group gpu-a10", "workspace nlp", "your cap"
+    who: str  # "resource group gpu-a10", "workspace nlp", "member bob in workspace nlp"
+    group: str | None  # named in a refusal of a workspace or member level
     limit: Resources
     used: Resources
 
@@ -71,22 +65,28 @@ class Level:
         return self.limit.left_after(self.used)
 
     def admits(self, asked: Resources) -> bool:
-        """The same rule as admission (``_over``), so the spawn form never promises a refusal."""
         return not _over(self.used, self.limit, asked)
+
+    def check(self, asked: Resources) -> None:
+        """Refuse if ``asked`` does not fit, saying what is in use and what was asked."""
+        for dim in _over(self.used, self.limit, asked):
+            raise QuotaExceeded(
+                f"{self.who}: {self.used.amount(dim)} of {self.limit.amount(dim)} {Resources.unit(dim)} in use"
+                f"{f' in group {self.group}' if self.group else ''}; this instance asks for {asked.amount(dim)}")
 
 
 def headroom(session: Session, catalog: Catalog, workspace: str, user: str, group_id: str) -> list[Level]:
     """What limits the member's next instance in the group, outermost first: the group's
-    capacity, the workspace's allocation (if any) and the member's cap (if any). Read without
-    the admission lock: the spawn form shows it; admission decides."""
+    capacity, the workspace's allocation (if any) and the member's cap (if any)."""
     group = catalog.resource_group(group_id)
-    levels = [Level(f"resource group {group.id}", group.capacity.resources, usage(session, group.id))]
+    levels = [Level(f"resource group {group.id}", None, group.capacity.resources, usage(session, group.id))]
     ws_limit = allocation(catalog, session, workspace, group.id)
     if ws_limit is not None:
-        levels.append(Level(f"workspace {workspace}", ws_limit.resources, usage(session, group.id, workspace=workspace)))
+        levels.append(Level(f"workspace {workspace}", group.id, ws_limit.resources,
+                            usage(session, group.id, workspace=workspace)))
     member_limit = member_quota(session, workspace, user, group.id)
     if member_limit is not None:
-        levels.append(Level("your cap", member_limit.resources,
+        levels.append(Level(f"member {user} in workspace {workspace}", group.id, member_limit.resources,
                             usage(session, group.id, workspace=workspace, user=user)))
     return levels
 
@@ -105,15 +105,8 @@ def admit(sessions: sessionmaker, catalog: Catalog, spec: InstanceSpec) -> None:
     with sessions() as s, s.begin():
         _lock_group(s, group.id)
         s.execute(delete(Reservation).where(Reservation.user == spec.user, Reservation.server == spec.server))
-        _check(f"resource group {group.id}", None, usage(s, group.id), group.capacity.resources, asked)
-        ws_limit = allocation(catalog, s, spec.workspace, group.id)
-        if ws_limit is not None:
-            _check(f"workspace {spec.workspace}", group.id, usage(s, group.id, workspace=spec.workspace),
-                   ws_limit.resources, asked)
-        member_limit = member_quota(s, spec.workspace, spec.user, group.id)
-        if member_limit is not None:
-            _check(f"member {spec.user} in workspace {spec.workspace}", group.id,
-                   usage(s, group.id, workspace=spec.workspace, user=spec.user), member_limit.resources, asked)
+        for level in headroom(s, catalog, spec.workspace, spec.user, group.id):
+            level.check(asked)
         s.add(Reservation(workspace=spec.workspace, user=spec.user, server=spec.server, resource_group=group.id,
                           kind=spec.kind.value, instance_type=spec.instance_type,
                           cpu=spec.cpu, memory=spec.memory, gpu=spec.gpu))
