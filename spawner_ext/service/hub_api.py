@@ -35,16 +35,25 @@ async def _client():
     yield client
 
 
-async def _usernames(hub: httpx.AsyncClient, page: int = 200) -> set[str]:
-    """Every hub user, page by page (the hub caps a page at api_page_max_limit)."""
-    names: set[str] = set()
+async def _users(hub: httpx.AsyncClient, state: str | None = None, page: int = 200):
+    """Every hub user model (those with a server in ``state``: active, ready), page by page
+    (the hub caps a page at api_page_max_limit). Raises on any hub error: a caller must never
+    conclude from a failed read that nobody or nothing is there."""
+    offset = 0
     while True:
-        r = await hub.get("/users", params={"offset": len(names), "limit": page})
+        params = {"offset": offset, "limit": page, **({"state": state} if state else {})}
+        r = await hub.get("/users", params=params)
         r.raise_for_status()
-        batch = [u["name"] for u in r.json()]
-        names.update(batch)
+        batch = r.json()
+        for u in batch:
+            yield u
+        offset += len(batch)
         if len(batch) < page:
-            return names
+            return
+
+
+async def _usernames(hub: httpx.AsyncClient) -> set[str]:
+    return {u["name"] async for u in _users(hub)}
 
 
 def workspace_group_names(ws: str) -> list[str]:
@@ -167,7 +176,7 @@ async def revoke_shares(owner: str, server: str) -> None:
             r.raise_for_status()
 
 
-async def server_states(users: set[str], page: int = 200) -> dict[tuple[str, str], dict]:
+async def server_states(users: set[str]) -> dict[tuple[str, str], dict]:
     """Per (user, server): ``state`` (running, spawn, stop or stopped) and the hub's
     ``last_activity`` of the server (ISO time or None), from the hub's server models.
 
@@ -187,17 +196,10 @@ async def server_states(users: set[str], page: int = 200) -> dict[tuple[str, str
                 if r.status_code == 200:
                     add(out, user, r.json().get("servers"))
             return out
-        offset = 0
-        while True:
-            r = await hub.get("/users", params={"state": "active", "offset": offset, "limit": page})
-            r.raise_for_status()
-            batch = r.json()
-            for u in batch:
-                if u["name"] in users:
-                    add(out, u["name"], u.get("servers"))
-            offset += len(batch)
-            if len(batch) < page:
-                return out
+        async for u in _users(hub, "active"):
+            if u["name"] in users:
+                add(out, u["name"], u.get("servers"))
+    return out
 
 
 def _server_path(user: str, server: str) -> str:
@@ -241,40 +243,18 @@ async def restart_server(user: str, server: str, options: dict, timeout: float =
         return r.status_code
 
 
-async def ready_servers(page: int = 200) -> dict[tuple[str, str], dict]:
+async def ready_servers() -> dict[tuple[str, str], dict]:
     """(user, server) -> the hub's server model, for every server that is ready (running, not
-    starting or stopping). Raises on any hub error, as ``active_servers``."""
-    found: dict[tuple[str, str], dict] = {}
+    starting or stopping). Raises on any hub error."""
     async with _client() as hub:
-        offset = 0
-        while True:
-            r = await hub.get("/users", params={"state": "ready", "offset": offset, "limit": page})
-            r.raise_for_status()
-            batch = r.json()
-            for u in batch:
-                for name, s in (u.get("servers") or {}).items():
-                    if s.get("ready") and not s.get("pending"):
-                        found[(u["name"], name)] = s
-            offset += len(batch)
-            if len(batch) < page:
-                return found
+        return {(u["name"], name): s async for u in _users(hub, "ready")
+                for name, s in (u.get("servers") or {}).items() if s.get("ready") and not s.get("pending")}
 
 
-async def active_servers(page: int = 200) -> set[tuple[str, str]]:
+async def active_servers() -> set[tuple[str, str]]:
     """(user, server name) of every server the hub reports ready or pending (starting or
     stopping); "" is the default server. Raises on any hub error: the caller must not
     conclude that nothing runs from a failed read."""
-    found: set[tuple[str, str]] = set()
     async with _client() as hub:
-        offset = 0
-        while True:
-            r = await hub.get("/users", params={"state": "active", "offset": offset, "limit": page})
-            r.raise_for_status()
-            batch = r.json()
-            for u in batch:
-                for name, s in (u.get("servers") or {}).items():
-                    if s.get("ready") or s.get("pending"):
-                        found.add((u["name"], name))
-            offset += len(batch)
-            if len(batch) < page:
-                return found
+        return {(u["name"], name) async for u in _users(hub, "active")
+                for name, s in (u.get("servers") or {}).items() if s.get("ready") or s.get("pending")}
