@@ -63,17 +63,16 @@ def lifecycle_sessions():
 
 
 @contextmanager
-def context(actor: str):
-    """One transaction as ``actor``: committed on success, rolled back on any exception."""
-    with sessions(Settings.db_url)() as s, s.begin():
+def context(actor: str, read_only: bool = False):
+    """One transaction as ``actor``: committed on success, rolled back on any exception.
+    ``read_only``: through catalog/db.read_sessions (no write lock on SQLite)."""
+    with (read_sessions if read_only else sessions)(Settings.db_url)() as s, s.begin():
         yield ops.Ctx(cached_catalog(Settings.catalog_path), s, actor)
 
 
-@contextmanager
 def reading(actor: str):
-    """A read-only view as ``actor`` (catalog/db.read_sessions: no write lock on SQLite)."""
-    with read_sessions(Settings.db_url)() as s, s.begin():
-        yield ops.Ctx(cached_catalog(Settings.catalog_path), s, actor)
+    """A read-only view as ``actor``: pages and GET endpoints."""
+    return context(actor, read_only=True)
 
 
 def actor_role(ctx: ops.Ctx, user: dict, ws: str) -> str | None:
