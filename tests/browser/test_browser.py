@@ -3,32 +3,22 @@ fill the spawn form, reach JupyterLab; then open a VSCode instance and see the w
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+
+from .conftest import chromium_page
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def page(hub, tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-quic"],
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        pg = context.new_page()
-        pg.set_default_timeout(90_000)
+    with chromium_page() as pg:
         yield pg
-        context.close()
-        browser.close()
 
 
 def login(page, hub, user: str) -> None:

@@ -9,19 +9,18 @@ stop. Users start with ``sf-``."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.integration.conftest import cleanup_engine, engine, engine_url, make_catalog  # noqa: F401
 from tests.integration.hubproc import Hub
 
+from .conftest import chromium_page
 from .test_browser import ARTIFACTS, login
 
 pytestmark = pytest.mark.browser
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WS = "sfws"
 
 
@@ -47,15 +46,8 @@ def hub(tmp_path_factory, engine, engine_url):  # noqa: F811
 @pytest.fixture(scope="module")
 def page(hub):
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic"])
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        pg = context.new_page()
-        pg.set_default_timeout(90_000)
+    with chromium_page(height=1000) as pg:
         yield pg
-        context.close()
-        browser.close()
 
 
 def type_options(page) -> dict[str, tuple[str, bool]]:

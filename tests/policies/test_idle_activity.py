@@ -16,7 +16,6 @@ Users start with ``ia-``."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import uuid
@@ -27,16 +26,16 @@ import docker
 import pytest
 import requests
 import websocket
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.integration.conftest import cleanup_engine, engine, engine_url, make_catalog  # noqa: F401
+from tests.browser.conftest import chromium_page
 from tests.integration.hubproc import Hub
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 WS = "iaws"
 USER = "ia-ann"
 LIMIT = {"workspace": WS, "idle_minutes": 0.1}
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def cleanup(engine) -> None:  # noqa: F811
@@ -67,18 +66,8 @@ def hub(tmp_path_factory, engine, engine_url):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def browser_page():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-quic"],
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        page = context.new_page()
-        page.set_default_timeout(90_000)
+    with chromium_page() as page:
         yield page
-        context.close()
-        browser.close()
 
 
 def ws_url(hub: Hub, path: str) -> str:

@@ -31,7 +31,7 @@ from spawner_ext.storage import local
 from tests.integration.conftest import cleanup_engine, make_catalog
 from tests.integration.conftest import engine, engine_url  # noqa: F401  (fixtures)
 from tests.integration.hubproc import Hub, free_port
-from tests.storage.conftest import BUCKET, S3, weed_binary
+from tests.storage.conftest import BUCKET, S3, weed_command
 
 PREFIX = "rl-"
 WS = "rlab"
@@ -61,14 +61,8 @@ class Seaweed:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        p, g, tmp = self.ports, self.grpc, self.tmp
-        cmd = [weed_binary(), "server", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               f"-master.port={p['master']}", f"-master.port.grpc={g['master']}",
-               f"-volume.port={p['volume']}", f"-volume.port.grpc={g['volume']}",
-               "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={g['filer']}",
-               "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={g['s3']}", f"-s3.config={tmp / 'identities.json'}",
-               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-               "-master.volumeSizeLimitMB=256", "-volume.max=0"]
+        tmp = self.tmp
+        cmd = weed_command(tmp / "data", tmp / "identities.json", self.ports, self.grpc)
         log = open(tmp / "weed.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

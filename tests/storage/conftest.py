@@ -44,19 +44,24 @@ def weed_binary() -> str:
     return found
 
 
+def weed_command(data: Path, identities: Path, ports: dict[str, int], grpc: dict[str, int]) -> list[str]:
+    """``weed server`` with master, volume, filer and S3 on loopback at the given ports."""
+    return [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
+            f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
+            "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
+            "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}", f"-s3.config={identities}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=256", "-volume.max=0"]
+
+
 def _start_weed(tmp: Path, identities: Path, admin, member):
     """(process, S3, log) of a SeaweedFS answering S3 with the test buckets' first bucket made,
     or (None, None, log text) when a port was taken before weed bound it."""
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     (tmp / "data").mkdir(parents=True)
-    cmd = [weed_binary(), "server", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
-           f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
-           "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
-           "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}", f"-s3.config={identities}",
-           "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-           "-master.volumeSizeLimitMB=256", "-volume.max=0"]
+    cmd = weed_command(tmp / "data", identities, ports, grpc)
     log = open(tmp / "weed.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log = log
